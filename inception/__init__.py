@@ -1,0 +1,1 @@
+"""1x1 convolutions in JAX/Flax: NiN and GoogLeNet on GEMM-based reductions."""

@@ -1,0 +1,9 @@
+"""User-facing errors: one clear line, no traceback."""
+
+
+class UserError(Exception):
+  """A mistake in user input (config, flags, data, workdir).
+
+  Entry points catch it, print ``error: <message>`` on one line and exit with
+  status 2. The message says what was wrong and how to fix it.
+  """

@@ -1,0 +1,220 @@
+"""Building blocks: GEMM 1x1 convolution, ConvBN, NiN mlpconv, Inception block.
+
+All modules are Flax Linen, NHWC. ``dtype`` is the compute dtype (e.g.
+``jnp.bfloat16``); parameters stay in ``param_dtype`` (float32).
+"""
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from inception import conv_ops
+
+Dtype = Any
+
+# He init: every conv here feeds a ReLU, and NiN trains without BatchNorm.
+conv_init = nn.initializers.kaiming_normal()
+
+
+class Conv1x1(nn.Module):
+  """1x1 convolution as one GEMM over channels (``dot_general``), no ``lax.conv``.
+
+  On CPU a 1x1 ``lax.conv`` trains several times slower than the same
+  contraction as a matrix multiply, so every 1x1 layer in every model uses
+  this module. The kernel has ``nn.Conv``'s layout ``(1, 1, in, out)``, so
+  parameters are interchangeable with ``nn.Conv(features, (1, 1))``.
+
+  ``strides > 1`` subsamples space before the contraction: this is exactly
+  what a strided 1x1 convolution with no padding computes.
+
+  Attributes:
+    features: number of output channels.
+    strides: spatial stride (int).
+    use_bias: add a learned bias.
+    dtype: compute dtype; None keeps the input's.
+    param_dtype: parameter dtype.
+    kernel_init: initializer for the kernel.
+  """
+  features: int
+  strides: int = 1
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = conv_init
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init,
+                        (1, 1, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    if self.strides > 1:
+      x = x[:, ::self.strides, ::self.strides, :]
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+    return y if bias is None else y + bias
+
+
+class ConvKxK(nn.Module):
+  """Spatial (k > 1) convolution with a selectable implementation.
+
+  Padding is symmetric ``k // 2`` (Caffe/PyTorch style), or the string
+  ``'SAME'``/``'VALID'``. See ``conv_ops.conv2d`` for ``conv_impl``.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: Any = None
+  use_bias: bool = True
+  conv_impl: str = 'auto'
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = conv_init
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init,
+                        (k, k, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    padding = self.padding
+    if padding is None:
+      padding = ((k // 2, k // 2), (k // 2, k // 2))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_ops.conv2d(x, kernel, self.strides, padding, self.conv_impl)
+    return y if bias is None else y + bias
+
+
+class ConvBN(nn.Module):
+  """Convolution, optional BatchNorm, ReLU. 1x1 kernels use ``Conv1x1``.
+
+  The convolution has a bias only when there is no BatchNorm after it (the BN
+  offset makes it redundant).
+
+  BatchNorm statistics are global under ``jax.jit``: the batch is sharded
+  over the mesh's ``data`` axis and the batch mean is a reduction over a
+  global array, so XLA inserts the cross-device all-reduce and no
+  ``axis_name`` is needed (unlike pmap).
+  """
+  features: int
+  kernel_size: int = 1
+  strides: int = 1
+  padding: Any = None
+  use_bn: bool = True
+  relu: bool = True
+  conv_impl: str = 'auto'
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.kernel_size == 1 and self.padding in (None, 'SAME', 'VALID'):
+      x = Conv1x1(self.features, self.strides, use_bias=not self.use_bn,
+                  dtype=self.dtype, name='conv')(x)
+    else:
+      x = ConvKxK(self.features, self.kernel_size, self.strides, self.padding,
+                  use_bias=not self.use_bn, conv_impl=self.conv_impl,
+                  dtype=self.dtype, name='conv')(x)
+    if self.use_bn:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5, dtype=self.dtype, name='bn')(x)
+    return nn.relu(x) if self.relu else x
+
+
+class MlpConv(nn.Module):
+  """NiN mlpconv block: one kxk convolution followed by 1x1 convolutions.
+
+  Attributes:
+    features: output widths; ``features[0]`` is the kxk conv, the rest are
+      the 1x1 layers (the "micro network" of NiN).
+    kernel_size: k of the first convolution.
+    final_relu: apply ReLU after the last layer (the public Caffe model does,
+      even on the 10-way classifier layer).
+  """
+  features: Sequence[int]
+  kernel_size: int
+  use_bn: bool = False
+  final_relu: bool = True
+  conv_impl: str = 'auto'
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    last = len(self.features) - 1
+    for i, f in enumerate(self.features):
+      x = ConvBN(f, self.kernel_size if i == 0 else 1, use_bn=self.use_bn,
+                 relu=self.final_relu or i < last, conv_impl=self.conv_impl,
+                 dtype=self.dtype, name=f'conv{i}' if i == 0 else f'cccp{i}')(
+                     x, train)
+    return x
+
+
+class InceptionWidths(NamedTuple):
+  """The six widths of an Inception module, as in Table 1 of Szegedy et al."""
+  c1x1: int
+  c3x3_reduce: int
+  c3x3: int
+  c5x5_reduce: int
+  c5x5: int
+  pool_proj: int
+
+  def scaled(self, width: float) -> 'InceptionWidths':
+    return InceptionWidths(*(scale_width(c, width) for c in self))
+
+
+def scale_width(channels: int, width: float) -> int:
+  """Width multiplier with round-half-up and a floor of one channel."""
+  return max(1, int(channels * width + 0.5))
+
+
+class InceptionBlock(nn.Module):
+  """Inception module (Szegedy et al. 2014, Fig. 2).
+
+  Attributes:
+    widths: the six Table 1 widths.
+    bottleneck: if False, the 3x3 and 5x5 branches convolve the block input
+      directly (no 1x1 reduction) and keep their output widths.
+    pool_proj: if False, the max-pool branch passes the input through
+      unprojected. ``bottleneck=False, pool_proj=False`` is the naive module of
+      Fig. 2(a).
+    use_bn: BatchNorm after every convolution.
+  """
+  widths: InceptionWidths
+  bottleneck: bool = True
+  pool_proj: bool = True
+  use_bn: bool = True
+  conv_impl: str = 'auto'
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    w = self.widths
+
+    def conv(features, k, name):
+      return ConvBN(features, k, use_bn=self.use_bn, conv_impl=self.conv_impl,
+                    dtype=self.dtype, name=name)
+
+    b1 = conv(w.c1x1, 1, 'branch1x1')(x, train)
+    b3 = x
+    if self.bottleneck:
+      b3 = conv(w.c3x3_reduce, 1, 'branch3x3_reduce')(b3, train)
+    b3 = conv(w.c3x3, 3, 'branch3x3')(b3, train)
+    b5 = x
+    if self.bottleneck:
+      b5 = conv(w.c5x5_reduce, 1, 'branch5x5_reduce')(b5, train)
+    b5 = conv(w.c5x5, 5, 'branch5x5')(b5, train)
+    bp = max_pool(x, 3, 1, 'SAME', self.conv_impl)
+    if self.pool_proj:
+      bp = conv(w.pool_proj, 1, 'pool_proj')(bp, train)
+    return jnp.concatenate([b1, b3, b5, bp], axis=-1)
+
+
+def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):
+  """Square max pooling; see ``conv_ops.max_pool`` for ``impl``."""
+  return conv_ops.max_pool(x, window, strides, padding, impl)
+
+
+def global_avg_pool(x):
+  """Global average pooling: one set of parameters serves any input size."""
+  return jnp.mean(x, axis=(1, 2))

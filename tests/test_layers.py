@@ -1,0 +1,141 @@
+"""Layers: the GEMM 1x1 convolution against nn.Conv, and the seed examples."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inception import layers
+
+
+def _conv_pair(features, strides, x, key=0):
+  """Our Conv1x1 and flax's nn.Conv 1x1 with identical parameters."""
+  ours = layers.Conv1x1(features, strides)
+  ref = nn.Conv(features, (1, 1), strides=strides, padding='VALID')
+  params = ours.init(jax.random.key(key), x)
+  return ours, ref, params
+
+
+@pytest.mark.parametrize('strides', [1, 2, 3])
+def test_conv1x1_matches_nn_conv_forward_and_gradients(strides):
+  x = jax.random.normal(jax.random.key(1), (2, 7, 9, 5))
+  ours, ref, params = _conv_pair(4, strides, x)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+
+  def loss(module):
+    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1x1_is_a_gemm_not_a_conv():
+  x = jnp.ones((1, 4, 4, 3))
+  module = layers.Conv1x1(2)
+  params = module.init(jax.random.key(0), x)
+  hlo = jax.jit(module.apply).lower(params, x).as_text()
+  assert 'dot_general' in hlo and 'convolution' not in hlo
+
+
+def test_conv1x1_equals_per_pixel_dense():
+  """Seed 001: a 1x1 conv runs every pixel's channel vector through a Dense."""
+  x = jax.random.normal(jax.random.key(2), (3, 6, 5, 8))
+  conv = layers.Conv1x1(4)
+  params = conv.init(jax.random.key(0), x)
+  dense_params = {'params': {'kernel': params['params']['kernel'][0, 0],
+                             'bias': params['params']['bias']}}
+  per_pixel = nn.Dense(4).apply(dense_params, x.reshape(-1, 8)).reshape(
+      3, 6, 5, 4)
+  np.testing.assert_allclose(conv.apply(params, x), per_pixel, rtol=1e-5,
+                             atol=1e-5)
+
+
+# Seed 000: three 6x6 feature maps and a 1x1 kernel of depth 1 (0.1, 0.2, 0.4).
+SEED000_MAPS = np.array([
+    [[1, 2, 3, 2, 2, 3], [4, 5, 6, 2, 2, 3], [2, 1, 7, 2, 1, 3],
+     [3, 2, 4, 2, 2, 3], [3, 2, 4, 2, 2, 3], [3, 2, 4, 2, 2, 3]],
+    [[3, 2, 4, 3, 2, 2], [3, 2, 4, 3, 2, 2], [1, 2, 3, 3, 2, 2],
+     [4, 5, 6, 3, 2, 2], [3, 2, 4, 3, 2, 2], [2, 1, 7, 2, 1, 3]],
+    [[1, 2, 3, 3, 2, 2], [3, 2, 4, 3, 2, 2], [3, 2, 4, 3, 2, 2],
+     [4, 5, 6, 3, 2, 2], [3, 2, 4, 3, 2, 2], [2, 1, 7, 2, 1, 3]],
+], dtype=np.float64)
+
+# The output the seed prints. Exact arithmetic disagrees in one entry: T[5, 2]
+# is printed 0.6 but is 4*0.1 + 7*0.2 + 7*0.4 = 4.6. The seed also calls the
+# output "5x5"; a 1x1 convolution keeps the 6x6 size.
+SEED000_PRINTED = np.array([
+    [1.1, 1.4, 2.3, 2.0, 1.4, 1.5], [2.2, 1.7, 3.0, 2.0, 1.4, 1.5],
+    [1.6, 1.3, 2.9, 2.0, 1.3, 1.5], [2.7, 3.2, 4.0, 2.0, 1.4, 1.5],
+    [2.1, 1.4, 2.8, 2.0, 1.4, 1.5], [1.5, 0.8, 0.6, 1.4, 0.8, 2.1]])
+
+
+def test_seed000_worked_example():
+  x = jnp.asarray(SEED000_MAPS.transpose(1, 2, 0)[None], jnp.float32)  # NHWC
+  params = {'params': {'kernel': jnp.array([0.1, 0.2, 0.4]).reshape(1, 1, 3, 1)}}
+  t = np.asarray(layers.Conv1x1(1, use_bias=False).apply(params, x))[0, :, :, 0]
+  assert t.shape == (6, 6)
+  assert t[0, 0] == pytest.approx(1.1) and t[1, 0] == pytest.approx(2.2)
+  # Exact arithmetic in integers: 10 * T = 1*A + 2*B + 4*C.
+  exact = (SEED000_MAPS[0] + 2 * SEED000_MAPS[1] + 4 * SEED000_MAPS[2]) / 10
+  np.testing.assert_allclose(t, exact, atol=1e-6)
+  wrong = np.argwhere(~np.isclose(SEED000_PRINTED, exact))
+  assert wrong.tolist() == [[5, 2]] and exact[5, 2] == pytest.approx(4.6)
+
+
+def test_seed002_shapes_and_weights():
+  """16 1x1 kernels over 10x10x32 give 10x10x16 with 16x1x1x32 weights."""
+  x = jnp.ones((1, 10, 10, 32))
+  conv = layers.Conv1x1(16, use_bias=False)
+  params = conv.init(jax.random.key(0), x)
+  assert conv.apply(params, x).shape == (1, 10, 10, 16)
+  assert params['params']['kernel'].size == 16 * 1 * 1 * 32
+  # With stride 2, space and channels shrink together.
+  strided = layers.Conv1x1(16, strides=2, use_bias=False)
+  assert strided.apply(params, x).shape == (1, 5, 5, 16)
+
+
+@pytest.mark.parametrize('k,strides', [(3, 1), (5, 1), (7, 2)])
+def test_convkxk_matches_nn_conv(k, strides):
+  x = jax.random.normal(jax.random.key(3), (2, 11, 11, 4))
+  ours = layers.ConvKxK(6, k, strides)
+  params = ours.init(jax.random.key(0), x)
+  ref = nn.Conv(6, (k, k), strides, padding=[(k // 2, k // 2)] * 2)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+W = layers.InceptionWidths(4, 3, 5, 2, 6, 7)
+
+
+@pytest.mark.parametrize('bottleneck,pool_proj,branches', [
+    (True, True, {'branch1x1', 'branch3x3_reduce', 'branch3x3',
+                  'branch5x5_reduce', 'branch5x5', 'pool_proj'}),
+    (False, True, {'branch1x1', 'branch3x3', 'branch5x5', 'pool_proj'}),
+    (False, False, {'branch1x1', 'branch3x3', 'branch5x5'}),
+])
+def test_inception_block_switches(bottleneck, pool_proj, branches):
+  cin = 9
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, cin))
+  block = layers.InceptionBlock(W, bottleneck, pool_proj)
+  variables = block.init(jax.random.key(0), x)
+  assert set(variables['params']) == branches
+  y = block.apply(variables, x)
+  expected = 4 + 5 + 6 + (7 if pool_proj else cin)
+  assert y.shape == (2, 8, 8, expected)
+  # Without a bottleneck the 3x3 convolves the block input directly.
+  k3 = variables['params']['branch3x3']['conv']['kernel']
+  assert k3.shape == (3, 3, 3 if bottleneck else cin, 5)
+  if not pool_proj:  # The pass-through branch is the 3x3/1 max pool of x.
+    np.testing.assert_allclose(
+        y[..., -cin:], nn.max_pool(x, (3, 3), (1, 1), 'SAME'), atol=0)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  x = jnp.ones((1, 8, 8, 9))
+  block = layers.InceptionBlock(W, dtype=jnp.bfloat16)
+  variables = block.init(jax.random.key(0), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  assert block.apply(variables, x).dtype == jnp.bfloat16
