@@ -7,3 +7,11 @@ class UserError(Exception):
   Entry points catch it, print ``error: <message>`` on one line and exit with
   status 2. The message says what was wrong and how to fix it.
   """
+
+
+class TrainingError(Exception):
+  """A run that cannot go on (non-finite loss, failed save, ...).
+
+  Entry points print it on one line and exit with status 1; the last good
+  checkpoint is kept.
+  """

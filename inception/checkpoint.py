@@ -1,0 +1,165 @@
+"""Orbax checkpoints: save, restore the latest good one, refuse a foreign one.
+
+Each checkpoint holds the train state (orbax's array format: no pickle, no
+code executed on load) and a small JSON ``meta`` item: the model it belongs
+to, the step, and bookkeeping such as the accumulated train time. Orbax
+writes into a temporary directory and renames it when complete, so a kill
+mid-save leaves the previous checkpoints intact.
+"""
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from inception.errors import TrainingError, UserError
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+def model_signature(config) -> dict:
+  """What must match for a checkpoint to be resumed by ``config``."""
+  return {'model': config.model.to_dict(), 'image_size': config.image_size,
+          'channels': config.channels}
+
+
+class Checkpointer:
+  """Wraps an ``ocp.CheckpointManager`` in ``workdir/checkpoints``."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            # Synchronous: an I/O error surfaces at the save that caused it.
+            enable_async_checkpointing=False))
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state, meta: dict):
+    """Saves ``state`` at ``step``; an I/O failure is one clear error."""
+    if step in self._manager.all_steps():
+      return
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    except OSError as e:
+      kept = self.steps()
+      raise TrainingError(
+          f'saving the checkpoint at step {step} failed ({e.strerror or e}: '
+          f'{e.filename or self.directory}); the previous checkpoints '
+          f'{kept} are kept') from None
+
+  def read_meta(self, step: int) -> dict:
+    return self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+
+  def check_compatible(self, config, workdir: str):
+    """Raises a UserError when the workdir's checkpoints are another model's."""
+    steps = self.steps()
+    if not steps:
+      return
+    want = model_signature(config)
+    for step in reversed(steps):
+      try:
+        have = self.read_meta(step).get('signature')
+        break
+      except Exception:  # pylint: disable=broad-except
+        continue  # unreadable: restore_latest reports it
+    else:
+      return
+    if have != want:
+      diff = _first_difference(have or {}, want)
+      raise UserError(
+          f'{workdir} holds checkpoints of a different model ({diff}); use a '
+          f'fresh --workdir, or --config.init_from={workdir} to start from '
+          'its weights')
+
+  def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
+    """The newest readable checkpoint as ``(state, meta)``, or None if none.
+
+    A corrupt or truncated checkpoint is skipped with a warning naming its
+    step; if checkpoints exist but none is readable, this raises instead of
+    silently starting from scratch.
+    """
+    steps = self.steps()
+    bad = []
+    for step in reversed(steps):
+      try:
+        restored = self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        msg = str(e).strip().splitlines()
+        bad.append(step)
+        logging.warning('checkpoint at step %d is unreadable (%s); falling '
+                        'back to the previous one', step,
+                        msg[0] if msg else type(e).__name__)
+        continue
+      if bad:
+        logging.warning('resuming from step %d; unreadable checkpoints at '
+                        'steps %s were skipped', step, bad)
+      return restored
+    if steps:
+      raise TrainingError(f'every checkpoint in {self.directory} is '
+                          f'unreadable (steps {steps}); move the directory '
+                          'away to start from scratch')
+    return None
+
+  def restore(self, step: int, abstract_state) -> tuple[Any, dict]:
+    """``(state, meta)`` saved at ``step``, placed like ``abstract_state``."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        meta=ocp.args.JsonRestore()))
+    return restored['state'], restored['meta']
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-host: whether JAX's preemption service asks all to stop here."""
+    return self._manager.reached_preemption(step)
+
+  def close(self):
+    self._manager.close()
+
+
+def _first_difference(have: dict, want: dict, prefix: str = '') -> str:
+  for key in sorted(set(have) | set(want)):
+    a, b = have.get(key), want.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      if a != b:
+        return _first_difference(a, b, f'{prefix}{key}.')
+    elif a != b:
+      return f'checkpoint has {prefix}{key}={a!r}, config asks for {b!r}'
+  return 'signatures differ'
+
+
+def load_params(path: str, params, batch_stats) -> tuple[Any, Any]:
+  """Params and batch stats of another run's latest checkpoint (init_from).
+
+  Args:
+    path: a workdir or its ``checkpoints`` directory.
+    params: this run's params; the loaded tree must have the same shapes.
+    batch_stats: this run's BatchNorm statistics, likewise.
+  """
+  directory = path if os.path.basename(path.rstrip('/')) == CHECKPOINT_DIR \
+      else os.path.join(path, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise UserError(f'init_from={path!r} has no {CHECKPOINT_DIR}/ directory; '
+                    'point --config.init_from at a training workdir')
+  manager = ocp.CheckpointManager(directory)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise UserError(f'init_from={path!r} holds no checkpoint')
+    # Restored as saved (no target), so a different optimizer does not matter.
+    saved = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))['state']
+  finally:
+    manager.close()
+  loaded = (saved.get('params', {}), saved.get('batch_stats', {}))
+  shapes = lambda t: jax.tree.map(lambda x: tuple(x.shape), t)
+  if shapes(loaded) != shapes((params, batch_stats)):
+    raise UserError(f'init_from={path!r} holds a model whose parameter shapes '
+                    'differ from this config\'s model; check model.name/width')
+  return jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                      loaded, (params, batch_stats))

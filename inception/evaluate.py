@@ -1,0 +1,106 @@
+"""Evaluation: one pass over a split, and re-evaluation of a saved checkpoint."""
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from inception import checkpoint, data, experiment, sharding
+from inception.errors import UserError
+
+EVAL_FILE = 'eval.json'
+
+
+def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
+  """Accuracy and loss of ``state`` on ``split`` (default: config.eval_split).
+
+  Every example counts exactly once: the last batch is padded and masked.
+
+  Returns:
+    ``accuracy``, ``loss``, ``num_examples``, ``per_class_accuracy`` (a list
+    indexed by class), ``seconds`` and ``images_per_s`` (both excluding the
+    first batch, which includes compilation).
+  """
+  sums, timed_examples = None, 0
+  for local in data.eval_batches(exp.config, split,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count()):
+    out = exp.eval_step(state, sharding.global_batch(local, exp.batch_sharding))
+    if sums is None:
+      sums = jax.block_until_ready(out)
+      start = time.perf_counter()
+    else:
+      sums = jax.tree.map(lambda a, b: a + b, sums, out)
+      timed_examples += exp.config.batch_size
+  if sums is None:
+    raise UserError(f'eval split {split or exp.config.eval_split!r} is empty')
+  sums = jax.tree.map(np.asarray, jax.device_get(sums))
+  seconds = time.perf_counter() - start
+  count = float(sums['count'])
+  per_class = sums['class_correct'] / np.maximum(sums['class_count'], 1)
+  return {
+      'accuracy': float(sums['correct']) / count,
+      'loss': float(sums['loss']) / count,
+      'num_examples': int(count),
+      'per_class_accuracy': [float(a) for a in per_class],
+      'seconds': seconds,
+      'images_per_s': timed_examples / seconds if timed_examples else None,
+  }
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None,
+                        split: str | None = None) -> dict:
+  """Restores ``workdir``'s checkpoint (latest or ``step``) and evaluates it.
+
+  Writes ``workdir/eval.json`` and returns the same dict, which adds
+  ``step``, ``split``, ``params`` and ``macs`` to ``run``'s metrics.
+  """
+  workdir = os.path.abspath(workdir)
+  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  if not os.path.isdir(ckpt_dir):
+    raise UserError(f'{workdir} has no checkpoint to evaluate; train first '
+                    '(python train.py --workdir ...) or pass the workdir of a '
+                    'training run')
+  exp = experiment.setup(config)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    ckpt.check_compatible(config, workdir)
+    steps = ckpt.steps()
+    if not steps:
+      raise UserError(f'{workdir} has no checkpoint to evaluate; train first')
+    abstract = exp.abstract_state()
+    if step is None:
+      state, _ = ckpt.restore_latest(abstract)
+    elif step not in steps:
+      raise UserError(f'no checkpoint at step {step} in {workdir}; saved '
+                      f'steps: {steps}')
+    else:
+      state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  metrics = run(exp, state, split)
+  cost = exp.cost()
+  result = {'step': int(jax.device_get(state.step)),
+            'split': split or config.eval_split, **metrics,
+            'params': cost.params, 'macs': cost.macs,
+            'class_names': list(exp.info.class_names)}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, EVAL_FILE), 'w', encoding='utf-8') as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def format_result(result: dict) -> str:
+  """A human-readable report of ``evaluate_checkpoint``'s result."""
+  lines = [
+      f"step {result['step']} on {result['split']}: accuracy "
+      f"{result['accuracy']:.4f}, loss {result['loss']:.4f} over "
+      f"{result['num_examples']:,} examples",
+      f"params {result['params']:,}, MACs/image {result['macs']:,}, "
+      f"{result['images_per_s'] or float('nan'):.0f} images/s",
+      'per-class accuracy:',
+  ]
+  lines += [f'  {name:>12s}  {acc:.4f}' for name, acc in
+            zip(result['class_names'], result['per_class_accuracy'])]
+  return '\n'.join(lines)

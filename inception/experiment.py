@@ -1,0 +1,132 @@
+"""One experiment's pieces, built from a config: data info, model, mesh, steps.
+
+Shared by training (``inception.train``) and evaluation (``inception.evaluate``)
+so that both compile the same model and steps with the same shardings.
+"""
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from inception import build, conv_ops, data, flops, models, sharding, steps
+from inception.errors import UserError
+
+DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything a train or eval loop needs, compiled for the mesh."""
+  config: ml_collections.ConfigDict
+  info: data.DatasetInfo
+  model: Any
+  mesh: jax.sharding.Mesh
+  batch_sharding: jax.sharding.NamedSharding
+  replicated: jax.sharding.NamedSharding
+  steps_per_epoch: int
+  total_steps: int
+  tx: Any
+  train_step: Callable
+  eval_step: Callable
+
+  def init_state(self) -> steps.TrainState:
+    """A fresh, replicated train state from ``config.seed``."""
+    variables = models.init_variables(
+        self.model, build.input_shape(self.config), self.init_rng,
+        out_shardings=self.replicated)
+    create = jax.jit(lambda v: steps.create_train_state(self.model, self.tx, v),
+                     out_shardings=self.replicated)
+    return create(variables)
+
+  def abstract_state(self):
+    """Shapes, dtypes and shardings of the train state, for restoring into."""
+    x = jnp.zeros((1, *build.input_shape(self.config)), jnp.float32)
+    shapes = jax.eval_shape(lambda: steps.create_train_state(
+        self.model, self.tx,
+        self.model.init(self.init_rng, x, train=False)))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+        a.shape, a.dtype, sharding=self.replicated), shapes)
+
+  @property
+  def init_rng(self):
+    return jax.random.split(jax.random.key(self.config.seed))[0]
+
+  @property
+  def dropout_rng(self):
+    """Per-step dropout keys are ``fold_in(dropout_rng, step)`` (steps.py)."""
+    return jax.random.split(jax.random.key(self.config.seed))[1]
+
+  def cost(self) -> flops.Report:
+    """Params and MACs per image of the model at the config's input shape."""
+    return flops.analyze(self.model, build.input_shape(self.config),
+                         self.config.model.name, xla=False)
+
+
+def validate(config: ml_collections.ConfigDict):
+  """Checks the fields that no library call below would check in time."""
+  if config.dtype not in DTYPES:
+    raise UserError(f'dtype={config.dtype!r} is not supported; use one of '
+                    f'{", ".join(DTYPES)}')
+  if config.conv_impl not in conv_ops.IMPLS:
+    raise UserError(f'conv_impl={config.conv_impl!r} is not supported; use '
+                    f'one of {", ".join(conv_ops.IMPLS)}')
+  sharding.check_batch_size(config.batch_size)
+  for name in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    if config[name] <= 0:
+      raise UserError(f'{name}={config[name]} must be positive')
+  if config.num_epochs <= 0 and config.num_train_steps <= 0:
+    raise UserError('set --config.num_epochs or --config.num_train_steps > 0')
+
+
+def setup(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates ``config`` and builds the experiment; UserError on bad input."""
+  validate(config)
+  info = data.get_info(config)
+  if config.model.num_classes != info.num_classes:
+    raise UserError(f'the dataset has {info.num_classes} classes but '
+                    f'model.num_classes={config.model.num_classes}; set '
+                    f'--config.model.num_classes={info.num_classes}')
+  steps_per_epoch = info.num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f'batch_size={config.batch_size} exceeds the '
+                    f'{info.num_train_examples} examples of train_split '
+                    f'{config.train_split!r}; lower --config.batch_size')
+  model = build.model(config)
+  tx = build.optimizer(config, steps_per_epoch)
+  mesh = sharding.make_mesh()
+  batch, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  dtype = jnp.dtype(config.dtype)
+  common = dict(mean=info.mean, std=info.std, num_classes=info.num_classes,
+                dtype=dtype)
+  train_step = jax.jit(
+      steps.make_train_step(
+          model, label_smoothing=config.label_smoothing,
+          aux_loss_weight=config.aux_loss_weight,
+          learning_rate_fn=build.learning_rate_fn(config, steps_per_epoch),
+          **common),
+      in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
+      donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(model, **common),
+                      in_shardings=(repl, batch), out_shardings=repl)
+  return Experiment(config, info, model, mesh, batch, repl, steps_per_epoch,
+                    build.total_steps(config, steps_per_epoch), tx, train_step,
+                    eval_step)
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates ``workdir`` and checks it is writable; returns its absolute path."""
+  if not workdir:
+    raise UserError('--workdir is required')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot create workdir {workdir} ({e.strerror}); choose '
+                    'another --workdir') from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise UserError(f'workdir {workdir} is not writable; choose another '
+                    '--workdir or fix its permissions')
+  return workdir

@@ -1,0 +1,237 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Side effects (I/O, logging, checkpoints, signals) live here; the steps in
+``inception.steps`` are pure and jit-compiled in ``inception.experiment``.
+
+A run is a pure function of its config: the data order, augmentation and
+dropout masks of step ``s`` depend only on ``config.seed`` and ``s``, so a
+run resumed from a checkpoint continues exactly as if never stopped.
+"""
+import json
+import os
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from inception import checkpoint, data, evaluate, experiment, metrics, sharding
+from inception.errors import TrainingError
+
+CONFIG_FILE = 'config.json'
+SUMMARY_FILE = 'summary.json'
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly.
+
+  With several processes, JAX's preemption service (orbax
+  ``reached_preemption``) makes every process stop at the same step.
+  """
+
+  def __init__(self, ckpt: checkpoint.Checkpointer):
+    self._ckpt = ckpt
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self._ckpt.reached_preemption(step)
+    return self.requested
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> None:
+  """Stops the run at the first step whose loss or gradient was not finite."""
+  for step, m in pending:
+    if not m['finite']:
+      what = ('loss' if not np.isfinite(m['total_loss'])
+              else 'gradient norm')
+      value = m['total_loss'] if what == 'loss' else m['grad_norm']
+      raise TrainingError(
+          f'step {step}: the {what} became {value} (loss {m["loss"]}, '
+          f'gradient norm {m["grad_norm"]}); the run stopped and its last '
+          'good checkpoint is kept; lower --config.learning_rate or check '
+          'the data')
+
+
+def _window_means(pending: list[tuple[int, dict]]) -> dict:
+  keys = [k for k in pending[0][1] if k != 'finite']
+  return {f'train/{k}': float(np.mean([m[k] for _, m in pending]))
+          for k in keys}
+
+
+def _save_json(path: str, obj) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config, workdir: str,
+                       stop_after_steps: int | None = None) -> dict:
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
+
+  ``stop_after_steps`` ends this invocation, with a checkpoint, after that
+  many steps (for time-limited job slots); running again continues.
+
+  Writes ``config.json``, ``metrics.jsonl``, TensorBoard events,
+  ``checkpoints/`` and, when training ends, ``summary.json``.
+
+  Returns:
+    The summary: status ('done', or 'stopped' by SIGTERM or
+    ``stop_after_steps``), step, params, macs, final
+    and best eval accuracy, train time and images/s.
+
+  Raises:
+    UserError: bad config, data or workdir (nothing is written).
+    TrainingError: the run cannot go on (the last good checkpoint is kept).
+  """
+  workdir = experiment.prepare_workdir(workdir)
+  exp = experiment.setup(config)
+  is_main = jax.process_index() == 0
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt.check_compatible(config, workdir)
+
+  state = exp.init_state()
+  if config.init_from and not ckpt.steps():
+    params, batch_stats = checkpoint.load_params(
+        config.init_from, state.params, state.batch_stats)
+    state = state.replace(params=params, batch_stats=batch_stats)
+  meta = {'signature': checkpoint.model_signature(config), 'train_time_s': 0.0,
+          'timed_steps': 0, 'wall_time_s': 0.0, 'best_eval_accuracy': None,
+          'final_eval': None}
+  restored = ckpt.restore_latest(exp.abstract_state())
+  if restored is not None:
+    state, saved_meta = restored
+    meta.update(saved_meta)
+  start = int(jax.device_get(state.step))
+  total = exp.total_steps
+  metrics_path = os.path.join(workdir, metrics.METRICS_FILE)
+  if is_main:
+    _save_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    metrics.truncate_after(metrics_path, start)
+  writer = metrics.create_writer(workdir, is_main)
+  cost = exp.cost()
+  progress = metrics.Progress(total, start, config.batch_size, enabled=is_main)
+  progress.write(
+      f'{config.model.name}: {cost.params:,} params, {cost.macs:,} MACs/image'
+      f' | {config.dataset} {config.train_split}: '
+      f'{exp.info.num_train_examples:,} train, {config.eval_split}: '
+      f'{exp.info.num_eval_examples:,} eval | {jax.device_count()} device(s),'
+      f' {jax.process_count()} process(es) | batch {config.batch_size}, '
+      f'{exp.steps_per_epoch} steps/epoch, {total} steps'
+      + (f' | resuming at step {start}' if start else ''))
+
+  eval_every = (max(1, round(config.eval_every_epochs * exp.steps_per_epoch))
+                if config.eval_every_epochs > 0 else total)
+  batches = data.train_batches(config, start_step=start,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+  preemption = _Preemption(ckpt)
+  pending = []
+  run_start = window_start = time.perf_counter()
+  window_steps, status = 0, 'done'
+  wall_before = meta['wall_time_s']
+
+  def save(step):
+    meta['wall_time_s'] = wall_before + time.perf_counter() - run_start
+    ckpt.save(step, state, meta)
+
+  try:
+    for step in range(start, total):
+      batch = sharding.global_batch(next(batches), exp.batch_sharding)
+      state, step_metrics = exp.train_step(state, batch, exp.dropout_rng)
+      done = step + 1
+      pending.append((done, step_metrics))
+      window_steps += 1
+      if step == start:  # Compilation is not training time.
+        jax.block_until_ready(step_metrics)
+        meta['compile_time_s'] = time.perf_counter() - window_start
+        window_start, window_steps = time.perf_counter(), 0
+      progress.update(done)
+      stop = preemption.reached(done) or (
+          stop_after_steps is not None and done - start >= stop_after_steps)
+      is_log = done % config.log_every_steps == 0 or done == total
+      is_eval = done % eval_every == 0 or done == total
+      is_ckpt = done % config.checkpoint_every_steps == 0 or done == total
+      if not (is_log or is_eval or is_ckpt or stop):
+        continue
+      pending = jax.device_get(pending)
+      elapsed = time.perf_counter() - window_start
+      meta['train_time_s'] += elapsed
+      meta['timed_steps'] += window_steps
+      _check_finite(pending)
+      if is_log:
+        scalars = _window_means(pending)
+        scalars['train/epoch'] = done / exp.steps_per_epoch
+        if window_steps:  # none when the window held only the compile step
+          scalars['train/images_per_s'] = (
+              window_steps * config.batch_size / elapsed)
+        writer.write_scalars(done, scalars)
+        progress.log(done, scalars['train/loss'],
+                     scalars.get('train/images_per_s', float('nan')))
+      pending, window_steps = [], 0
+      if is_eval:
+        result = evaluate.run(exp, state)
+        meta['final_eval'] = {k: result[k] for k in
+                              ('accuracy', 'loss', 'num_examples')}
+        best = meta['best_eval_accuracy']
+        meta['best_eval_accuracy'] = max(best or 0.0, result['accuracy'])
+        writer.write_scalars(done, {'eval/accuracy': result['accuracy'],
+                                    'eval/loss': result['loss']})
+        progress.write(f'step {done}: eval accuracy {result["accuracy"]:.4f},'
+                       f' loss {result["loss"]:.4f}')
+      writer.flush()
+      if is_ckpt or stop:
+        save(done)
+      if stop and done < total:
+        status = 'stopped'
+        progress.write(f'stopped: saved a checkpoint at step {done}; run the '
+                       'same command to continue')
+        break
+      window_start = time.perf_counter()
+  finally:
+    preemption.restore()
+    progress.close()
+    writer.close()
+    ckpt.close()
+
+  step = int(jax.device_get(state.step))
+  if status == 'done' and meta['final_eval'] is None:
+    # Resumed after the last checkpoint but before the summary was written.
+    result = evaluate.run(exp, state)
+    meta['final_eval'] = {k: result[k] for k in
+                          ('accuracy', 'loss', 'num_examples')}
+    meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'] or 0.0,
+                                     result['accuracy'])
+  summary = {
+      'status': status, 'step': step, 'total_steps': total,
+      'model': config.model.name, 'params': cost.params, 'macs': cost.macs,
+      'final_eval_accuracy': (meta['final_eval'] or {}).get('accuracy'),
+      'final_eval_loss': (meta['final_eval'] or {}).get('loss'),
+      'best_eval_accuracy': meta['best_eval_accuracy'],
+      'train_time_s': meta['train_time_s'],
+      'wall_time_s': wall_before + time.perf_counter() - run_start,
+      # Steady-state throughput: compilation steps are not timed.
+      'images_per_s': (meta['timed_steps'] * config.batch_size /
+                       meta['train_time_s'] if meta['timed_steps'] else None),
+      'compile_time_s': meta.get('compile_time_s'),
+      'seed': config.seed, 'devices': jax.device_count(),
+      'processes': jax.process_count(),
+  }
+  if is_main and status == 'done':
+    _save_json(os.path.join(workdir, SUMMARY_FILE), summary)
+  logging.info('summary: %s', summary)
+  return summary

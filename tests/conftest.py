@@ -1,0 +1,42 @@
+"""Shared test set-up: a persistent compile cache and small-run helpers."""
+import os
+import subprocess
+import sys
+import tempfile
+
+# Before JAX is imported: every test process and every subprocess it starts
+# shares compiled programs, so a model compiles once per session, not per run.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), 'inception-1x1-tests-jax-cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The one small run most end-to-end tests share (same program, compiled once):
+# GoogLeNet-CIFAR at 1/8 width on the embedded digits, 8 steps of batch 64.
+QUICK_OVERRIDES = {
+    'num_train_steps': 8, 'log_every_steps': 1, 'checkpoint_every_steps': 4,
+    'eval_every_epochs': 0.0,
+}
+
+
+def quick_config(**overrides):
+  """configs/quickstart.py with QUICK_OVERRIDES and ``overrides`` applied."""
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.update({**QUICK_OVERRIDES, **overrides})
+  return config
+
+
+def cli_overrides(**overrides) -> list[str]:
+  """``--config.k=v`` flags for QUICK_OVERRIDES plus ``overrides``."""
+  return [f'--config.{k}={v}' for k, v in {**QUICK_OVERRIDES,
+                                           **overrides}.items()]
+
+
+def run_cli(*args, env=None, timeout=300, **kwargs):
+  """Runs ``python <args>`` in the repository root and returns the result."""
+  return subprocess.run([sys.executable, *args], cwd=REPO, text=True,
+                        capture_output=True, timeout=timeout,
+                        env={**os.environ, **(env or {})}, **kwargs)

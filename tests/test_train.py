@@ -1,0 +1,191 @@
+"""End-to-end training: train, evaluate, resume, many devices, many hosts."""
+import json
+import os
+import socket
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from conftest import cli_overrides, quick_config, run_cli
+from inception import data, evaluate, metrics, train
+from inception.errors import TrainingError
+
+
+def _records(workdir, key):
+  return {r['step']: r[key] for r in metrics.read_jsonl(
+      os.path.join(workdir, metrics.METRICS_FILE)) if key in r}
+
+
+def _final_params(workdir):
+  from inception import checkpoint, experiment  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    config = ml_collections.ConfigDict(json.load(f))
+  exp = experiment.setup(config)
+  ckpt = checkpoint.Checkpointer(workdir, 3)
+  state, _ = ckpt.restore(max(ckpt.steps()), exp.abstract_state())
+  ckpt.close()
+  return jax.device_get((state.params, state.batch_stats, state.opt_state))
+
+
+def _assert_same_curve(a: dict, b: dict):
+  """The same loss curve up to float reduction order.
+
+  Summing a batch in another order moves the first gradient norm by ~1e-4
+  here (as permuting the batch on one device does), and early training
+  amplifies that tenfold per step, so the first steps are compared tightly
+  and the rest loosely. Per-device BatchNorm statistics, or a wrong batch
+  slice, would already change the first loss.
+  """
+  assert sorted(a) == sorted(b)
+  a, b = [a[s] for s in sorted(a)], [b[s] for s in sorted(b)]
+  np.testing.assert_allclose(a[:3], b[:3], rtol=1e-4)
+  np.testing.assert_allclose(a, b, rtol=0.1)
+
+
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory):
+  """8 steps of the quick config in one go."""
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  summary = train.train_and_evaluate(quick_config(), workdir)
+  return workdir, summary
+
+
+def test_train_writes_workdir(straight_run):
+  workdir, summary = straight_run
+  assert summary['status'] == 'done' and summary['step'] == 8
+  files = set(os.listdir(workdir))
+  assert {'config.json', 'metrics.jsonl', 'summary.json', 'checkpoints'} <= files
+  assert any(f.startswith('events.out.tfevents') for f in files)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
+  losses = _records(workdir, 'train/loss')
+  assert sorted(losses) == list(range(1, 9))
+  assert losses[8] < losses[1]
+  assert 0.0 <= summary['final_eval_accuracy'] <= 1.0
+  assert summary['params'] == 94_578 and summary['macs'] == 1_423_232
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    assert json.load(f)['model']['name'] == 'googlenet_cifar'
+
+
+def test_eval_reproduces_final_metrics(straight_run):
+  workdir, summary = straight_run
+  result = evaluate.evaluate_checkpoint(quick_config(), workdir)
+  assert result['step'] == 8 and result['num_examples'] == 359
+  assert result['accuracy'] == summary['final_eval_accuracy']
+  assert result['loss'] == pytest.approx(summary['final_eval_loss'], rel=1e-6)
+  assert len(result['per_class_accuracy']) == 10
+  with open(os.path.join(workdir, 'eval.json'), encoding='utf-8') as f:
+    assert json.load(f)['accuracy'] == result['accuracy']
+
+
+def test_resume_equals_uninterrupted_run(straight_run, tmp_path):
+  """4 steps, stop, 4 more: bitwise the same params as 8 straight."""
+  workdir = str(tmp_path)
+  first = train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
+  assert first['status'] == 'stopped' and first['step'] == 4
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  second = train.train_and_evaluate(quick_config(), workdir)
+  assert second['status'] == 'done' and second['step'] == 8
+  resumed, straight = _final_params(workdir), _final_params(straight_run[0])
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_array_equal(a, b)
+  assert _records(workdir, 'train/loss') == _records(straight_run[0],
+                                                     'train/loss')
+
+
+def test_four_devices_match_one_device(straight_run, tmp_path):
+  """Same global batch on 4 forced host devices: the same loss curve."""
+  out = run_cli('train.py', '--config', 'configs/quickstart.py', '--workdir',
+                str(tmp_path), *cli_overrides(),
+                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '4 device(s)' in out.stdout + out.stderr
+  _assert_same_curve(_records(str(tmp_path), 'train/loss'),
+                    _records(straight_run[0], 'train/loss'))
+
+
+def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
+  out = run_cli('train.py', '--config', 'configs/quickstart.py', '--workdir',
+                str(tmp_path), '--config.batch_size=30',
+                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      'error: batch_size=30 must be a positive multiple of the device count (4')
+  assert 'Traceback' not in out.stderr
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_gloo_match_one(straight_run, tmp_path):
+  """2 processes on 127.0.0.1 (gloo collectives) train like 1 process."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  address = f'127.0.0.1:{_free_port()}'
+  procs = [subprocess.Popen(
+      [sys.executable, 'train.py', '--config', 'configs/quickstart.py',
+       '--workdir', str(tmp_path), *cli_overrides(),
+       f'--coordinator_address={address}', '--num_processes=2',
+       f'--process_id={i}'], cwd=REPO, text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  assert '2 device(s), 2 process(es)' in outs[0]
+  _assert_same_curve(_records(str(tmp_path), 'train/loss'),
+                    _records(straight_run[0], 'train/loss'))
+
+
+def _write_folder(root, per_class=12, size=8):
+  """A learnable 10-class folder: class c is a bright square at position c."""
+  rng = np.random.default_rng(0)
+  for c in range(10):
+    os.makedirs(os.path.join(root, 'train', f'class{c}'), exist_ok=True)
+    for i in range(per_class):
+      img = rng.integers(0, 60, (size, size), dtype=np.uint8)
+      img[c % 4 * 2:c % 4 * 2 + 2, c // 4 * 2:c // 4 * 2 + 4] = 255
+      Image.fromarray(img, 'L').save(
+          os.path.join(root, 'train', f'class{c}', f'{i}.png'))
+  return root
+
+
+def test_image_folder_train_eval_resume(tmp_path):
+  folder = _write_folder(str(tmp_path / 'images'))
+  workdir = str(tmp_path / 'run')
+  config = quick_config(dataset=f'folder:{folder}', batch_size=32)
+  first = train.train_and_evaluate(config, workdir, stop_after_steps=4)
+  assert first['step'] == 4
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary['status'] == 'done' and summary['step'] == 8
+  result = evaluate.evaluate_checkpoint(config, workdir)
+  assert result['accuracy'] == summary['final_eval_accuracy']
+  assert result['num_examples'] == 24  # train[80%:] of 120 images
+  assert sorted(_records(workdir, 'train/loss')) == list(range(1, 9))
+
+
+def test_tfds_mock_data_train_eval(tmp_path):
+  with tfds.testing.mock_data(num_examples=160,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    data.clear_caches()
+    config = quick_config(dataset='cifar10', batch_size=32)
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    result = evaluate.evaluate_checkpoint(config, str(tmp_path))
+  data.clear_caches()
+  assert summary['status'] == 'done'
+  assert result['accuracy'] == summary['final_eval_accuracy']
+  assert result['num_examples'] == 160  # mock_data gives every split spec 160
+
+
+def test_nan_stops_with_step_and_quantity(tmp_path):
+  config = quick_config(learning_rate=1e30, warmup_epochs=0.0)
+  with pytest.raises(TrainingError, match=r'step \d+: the (loss|gradient '
+                     r'norm) became (nan|inf)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(str(tmp_path), 'summary.json'))
