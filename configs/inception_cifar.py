@@ -31,9 +31,12 @@ def get_config(arg: str = ''):
     config.model.bottleneck = False
     config.model.pool_proj = False
   if 'cpu' in args:
-    config.model.width = 0.25
-    config.num_epochs = 15.0
+    config.model.width = 0.125
     config.batch_size = 256
-    config.learning_rate = 0.2
-    config.checkpoint_every_steps = 500
+    config.num_epochs = 5.5
+    config.schedule = 'onecycle'
+    config.learning_rate = 0.3
+    config.label_smoothing = 0.1
+    config.eval_every_epochs = 1.0
+    config.checkpoint_every_steps = 200
   return config

@@ -33,6 +33,8 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True,
+            # A kill mid-save leaves a temporary directory; remove it.
+            cleanup_tmp_directories=True,
             # Synchronous: an I/O error surfaces at the save that caused it.
             enable_async_checkpointing=False))
 
@@ -98,14 +100,37 @@ class Checkpointer:
                         msg[0] if msg else type(e).__name__)
         continue
       if bad:
+        self._quarantine(bad)
         logging.warning('resuming from step %d; unreadable checkpoints at '
-                        'steps %s were skipped', step, bad)
+                        'steps %s were moved to %s', step, bad,
+                        self.quarantine_dir)
       return restored
     if steps:
       raise TrainingError(f'every checkpoint in {self.directory} is '
                           f'unreadable (steps {steps}); move the directory '
                           'away to start from scratch')
     return None
+
+  @property
+  def quarantine_dir(self) -> str:
+    return self.directory + '_unreadable'
+
+  def _quarantine(self, steps: list[int]):
+    """Moves unreadable checkpoints aside (kept for inspection, not reused).
+
+    The resumed run saves those steps again, which orbax would otherwise
+    skip as already present.
+    """
+    if jax.process_index() == 0:
+      os.makedirs(self.quarantine_dir, exist_ok=True)
+      for step in steps:
+        target = os.path.join(self.quarantine_dir, str(step))
+        suffix = 0
+        while os.path.exists(target):
+          suffix += 1
+          target = os.path.join(self.quarantine_dir, f'{step}.{suffix}')
+        os.replace(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
 
   def restore(self, step: int, abstract_state) -> tuple[Any, dict]:
     """``(state, meta)`` saved at ``step``, placed like ``abstract_state``."""

@@ -2,12 +2,14 @@
 import json
 import logging as std_logging
 import os
+import re
 import sys
 
 import jax
 import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections.config_flags import config_flags
 
 from inception.errors import TrainingError, UserError
 
@@ -35,13 +37,53 @@ def run(main):
       print(f'error: {e}', file=sys.stderr, flush=True)
       sys.exit(2 if isinstance(e, UserError) else 1)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing; any failure in it is a user mistake, told in one line.
+
+  This covers unknown or mistyped ``--config.*`` overrides, a missing config
+  file, a bad ``:arg`` and an exception raised by the config file itself.
+  """
+  try:
+    args = flags.FLAGS(argv)
+    for name in flags.FLAGS:
+      flag = flags.FLAGS[name]
+      # config_flags defers a config file's load error to first use.
+      if config_flags.is_config_flag(flag) and flag.value is not None:
+        getattr(flag.value, 'keys')
+    return args
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'error: {one_line(e)}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def one_line(e: BaseException) -> str:
+  """An exception's message, squeezed onto one line."""
+  text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  text = text.replace('\\n', '\n').replace("\\'", "'")
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  if not lines:
+    return type(e).__name__
+  field = re.fullmatch(r"'+([\w.]+)'+", lines[0])
+  if field:  # ConfigDict's KeyError for a field that does not exist
+    return ' '.join([f'no config field {field.group(1)!r}; check the '
+                     '--config.* override.'] +
+                    [l.strip("'") for l in lines[1:]])
+  lines[0] = lines[0].replace('flag --', '--', 1)
+  if any(l.startswith('Traceback') for l in lines):
+    # An exception inside a config file: where, then what.
+    return f'{lines[0].rstrip(":")} {lines[-1]}'
+  if 'Failed loading config file' in lines[0]:
+    return f'cannot load the config file: {lines[-1]}'
+  return '; '.join(lines)
 
 
 def workdir_config(flag_values, name: str, workdir: str
                    ) -> ml_collections.ConfigDict:
   """The ``--config`` flag when given, else the run's ``workdir/config.json``."""
-  if flag_values[name].present or flag_values[name].value is not None:
+  if flag_values[name].value is not None:
     return flag_values[name].value
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):

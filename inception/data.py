@@ -37,6 +37,8 @@ _MAX_IN_MEMORY_BYTES = 4 << 30
 _AUGMENTS = ('cifar', 'imagenet', 'none')
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Where TFDS downloads from; INCEPTION_TFDS_PROBE=host:port points the
+# reachability probe elsewhere (an air-gapped mirror, or a test).
 _PROBE_ADDRESS = ('storage.googleapis.com', 443)
 _ALTERNATIVES = ("use a TFDS name (e.g. cifar10, mnist), "
                  "'folder:/path/to/images' (path/<split>/<class>/<image>) "
@@ -239,7 +241,9 @@ def _network_reachable(timeout: float = 2.0) -> bool:
 
   def probe():
     with contextlib.suppress(OSError):
-      socket.create_connection(_PROBE_ADDRESS, timeout=timeout).close()
+      host, _, port = os.environ.get('INCEPTION_TFDS_PROBE', '').rpartition(':')
+      address = (host, int(port)) if host else _PROBE_ADDRESS
+      socket.create_connection(address, timeout=timeout).close()
       reached.append(True)
     done.set()
 
@@ -248,10 +252,26 @@ def _network_reachable(timeout: float = 2.0) -> bool:
   return bool(reached)
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+  """Hides TFDS's warnings about an empty data_dir: our error explains it."""
+  previous = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(previous)
+
+
 @functools.lru_cache(maxsize=16)
 def _builder(name: str, data_dir: str | None, mocked: bool):
   """Returns a prepared TFDS builder, failing fast when it can't be had."""
   del mocked  # Only part of the cache key.
+  with _quiet_tfds():
+    return _prepared_builder(name, data_dir)
+
+
+def _prepared_builder(name: str, data_dir: str | None):
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:

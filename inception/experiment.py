@@ -4,6 +4,7 @@ Shared by training (``inception.train``) and evaluation (``inception.evaluate``)
 so that both compile the same model and steps with the same shardings.
 """
 import dataclasses
+import fcntl
 import os
 from typing import Any, Callable
 
@@ -126,7 +127,29 @@ def prepare_workdir(workdir: str) -> str:
   except OSError as e:
     raise UserError(f'cannot create workdir {workdir} ({e.strerror}); choose '
                     'another --workdir') from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise UserError(f'workdir {workdir} is not writable; choose another '
-                    '--workdir or fix its permissions')
+  probe = os.path.join(workdir, f'.write_test.{os.getpid()}')
+  try:  # os.access is not enough: it ignores read-only mounts and quotas.
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir {workdir} is not writable ({e.strerror}); '
+                    'choose another --workdir or fix its permissions') from None
   return workdir
+
+
+def lock_workdir(workdir: str):
+  """Holds an exclusive lock on ``workdir`` for this process's lifetime.
+
+  Two processes training the same workdir would corrupt each other's
+  checkpoints and metrics; the OS drops the lock when the process dies, even
+  from kill -9. Each JAX process of a multi-host run has its own lock file.
+  """
+  f = open(os.path.join(workdir, f'.lock.{jax.process_index()}'), 'w')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.close()
+    raise UserError(f'{workdir} is in use by another training process; wait '
+                    'for it to finish or choose another --workdir') from None
+  return f

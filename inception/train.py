@@ -98,8 +98,11 @@ def train_and_evaluate(config, workdir: str,
     UserError: bad config, data or workdir (nothing is written).
     TrainingError: the run cannot go on (the last good checkpoint is kept).
   """
-  workdir = experiment.prepare_workdir(workdir)
+  run_start = time.perf_counter()  # wall time includes data loading and init
+  # Config and data are checked before anything is written.
   exp = experiment.setup(config)
+  workdir = experiment.prepare_workdir(workdir)
+  lock = experiment.lock_workdir(workdir)
   is_main = jax.process_index() == 0
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   ckpt.check_compatible(config, workdir)
@@ -141,7 +144,7 @@ def train_and_evaluate(config, workdir: str,
                                process_count=jax.process_count())
   preemption = _Preemption(ckpt)
   pending = []
-  run_start = window_start = time.perf_counter()
+  window_start = time.perf_counter()
   window_steps, status = 0, 'done'
   wall_before = meta['wall_time_s']
 
@@ -189,8 +192,11 @@ def train_and_evaluate(config, workdir: str,
                               ('accuracy', 'loss', 'num_examples')}
         best = meta['best_eval_accuracy']
         meta['best_eval_accuracy'] = max(best or 0.0, result['accuracy'])
-        writer.write_scalars(done, {'eval/accuracy': result['accuracy'],
-                                    'eval/loss': result['loss']})
+        # Wall time since the run first started (resumes included): the
+        # x-axis of time-to-accuracy curves.
+        writer.write_scalars(done, {
+            'eval/accuracy': result['accuracy'], 'eval/loss': result['loss'],
+            'eval/wall_time_s': wall_before + time.perf_counter() - run_start})
         progress.write(f'step {done}: eval accuracy {result["accuracy"]:.4f},'
                        f' loss {result["loss"]:.4f}')
       writer.flush()
@@ -207,6 +213,7 @@ def train_and_evaluate(config, workdir: str,
     progress.close()
     writer.close()
     ckpt.close()
+    lock.close()
 
   step = int(jax.device_get(state.step))
   if status == 'done' and meta['final_eval'] is None:

@@ -40,3 +40,46 @@ def run_cli(*args, env=None, timeout=300, **kwargs):
   return subprocess.run([sys.executable, *args], cwd=REPO, text=True,
                         capture_output=True, timeout=timeout,
                         env={**os.environ, **(env or {})}, **kwargs)
+
+
+def final_state(workdir):
+  """(params, batch_stats, opt_state) of a run's latest checkpoint, on host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from inception import analysis  # pylint: disable=g-import-not-at-top
+  _, state = analysis.restore(workdir)
+  return jax.device_get((state.params, state.batch_stats, state.opt_state))
+
+
+def assert_same_state(a, b):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(x, y)
+
+
+def records(workdir, key):
+  """step -> value of ``key`` in a run's metrics.jsonl."""
+  from inception import metrics  # pylint: disable=g-import-not-at-top
+  return {r['step']: r[key] for r in metrics.read_jsonl(
+      os.path.join(workdir, metrics.METRICS_FILE)) if key in r}
+
+
+def record_steps(workdir, key):
+  """Every step that has ``key``, in file order (duplicates kept)."""
+  from inception import metrics  # pylint: disable=g-import-not-at-top
+  return [r['step'] for r in metrics.read_jsonl(
+      os.path.join(workdir, metrics.METRICS_FILE)) if key in r]
+
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope='session')
+def straight_run(tmp_path_factory):
+  """The quick config trained 8 steps in one go: the reference run."""
+  from inception import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  summary = train.train_and_evaluate(quick_config(), workdir)
+  return workdir, summary

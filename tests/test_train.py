@@ -3,55 +3,32 @@ import json
 import os
 import socket
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import cli_overrides, quick_config, run_cli
-from inception import data, evaluate, metrics, train
-from inception.errors import TrainingError
+from conftest import (assert_same_state, cli_overrides, final_state,
+                      quick_config, records, run_cli)
+from inception import data, evaluate, train
 
-
-def _records(workdir, key):
-  return {r['step']: r[key] for r in metrics.read_jsonl(
-      os.path.join(workdir, metrics.METRICS_FILE)) if key in r}
-
-
-def _final_params(workdir):
-  from inception import checkpoint, experiment  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-    import ml_collections  # pylint: disable=g-import-not-at-top
-    config = ml_collections.ConfigDict(json.load(f))
-  exp = experiment.setup(config)
-  ckpt = checkpoint.Checkpointer(workdir, 3)
-  state, _ = ckpt.restore(max(ckpt.steps()), exp.abstract_state())
-  ckpt.close()
-  return jax.device_get((state.params, state.batch_stats, state.opt_state))
+_records = records
 
 
 def _assert_same_curve(a: dict, b: dict):
   """The same loss curve up to float reduction order.
 
-  Summing a batch in another order moves the first gradient norm by ~1e-4
+  Summing a batch in another order moves the first gradient norm by ~2e-4
   here (as permuting the batch on one device does), and early training
-  amplifies that tenfold per step, so the first steps are compared tightly
-  and the rest loosely. Per-device BatchNorm statistics, or a wrong batch
-  slice, would already change the first loss.
+  amplifies that about tenfold per step, so the first loss is compared
+  tightly, the next two to 1e-3 and the rest loosely. Per-device BatchNorm
+  statistics, or a wrong batch slice, would already change the first loss.
   """
   assert sorted(a) == sorted(b)
   a, b = [a[s] for s in sorted(a)], [b[s] for s in sorted(b)]
-  np.testing.assert_allclose(a[:3], b[:3], rtol=1e-4)
+  np.testing.assert_allclose(a[:1], b[:1], rtol=1e-5)
+  np.testing.assert_allclose(a[:3], b[:3], rtol=1e-3)
   np.testing.assert_allclose(a, b, rtol=0.1)
-
-
-@pytest.fixture(scope='module')
-def straight_run(tmp_path_factory):
-  """8 steps of the quick config in one go."""
-  workdir = str(tmp_path_factory.mktemp('straight'))
-  summary = train.train_and_evaluate(quick_config(), workdir)
-  return workdir, summary
 
 
 def test_train_writes_workdir(straight_run):
@@ -89,9 +66,7 @@ def test_resume_equals_uninterrupted_run(straight_run, tmp_path):
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
   second = train.train_and_evaluate(quick_config(), workdir)
   assert second['status'] == 'done' and second['step'] == 8
-  resumed, straight = _final_params(workdir), _final_params(straight_run[0])
-  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
-    np.testing.assert_array_equal(a, b)
+  assert_same_state(final_state(workdir), final_state(straight_run[0]))
   assert _records(workdir, 'train/loss') == _records(straight_run[0],
                                                      'train/loss')
 
@@ -143,7 +118,7 @@ def test_two_processes_with_gloo_match_one(straight_run, tmp_path):
                     _records(straight_run[0], 'train/loss'))
 
 
-def _write_folder(root, per_class=12, size=8):
+def _write_folder(root, per_class=40, size=8):
   """A learnable 10-class folder: class c is a bright square at position c."""
   rng = np.random.default_rng(0)
   for c in range(10):
@@ -159,14 +134,14 @@ def _write_folder(root, per_class=12, size=8):
 def test_image_folder_train_eval_resume(tmp_path):
   folder = _write_folder(str(tmp_path / 'images'))
   workdir = str(tmp_path / 'run')
-  config = quick_config(dataset=f'folder:{folder}', batch_size=32)
+  config = quick_config(dataset=f'folder:{folder}')  # the quick program
   first = train.train_and_evaluate(config, workdir, stop_after_steps=4)
   assert first['step'] == 4
   summary = train.train_and_evaluate(config, workdir)
   assert summary['status'] == 'done' and summary['step'] == 8
   result = evaluate.evaluate_checkpoint(config, workdir)
   assert result['accuracy'] == summary['final_eval_accuracy']
-  assert result['num_examples'] == 24  # train[80%:] of 120 images
+  assert result['num_examples'] == 80  # train[80%:] of 400 images
   assert sorted(_records(workdir, 'train/loss')) == list(range(1, 9))
 
 
@@ -174,18 +149,10 @@ def test_tfds_mock_data_train_eval(tmp_path):
   with tfds.testing.mock_data(num_examples=160,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     data.clear_caches()
-    config = quick_config(dataset='cifar10', batch_size=32)
+    config = quick_config(dataset='cifar10')
     summary = train.train_and_evaluate(config, str(tmp_path))
     result = evaluate.evaluate_checkpoint(config, str(tmp_path))
   data.clear_caches()
   assert summary['status'] == 'done'
   assert result['accuracy'] == summary['final_eval_accuracy']
   assert result['num_examples'] == 160  # mock_data gives every split spec 160
-
-
-def test_nan_stops_with_step_and_quantity(tmp_path):
-  config = quick_config(learning_rate=1e30, warmup_epochs=0.0)
-  with pytest.raises(TrainingError, match=r'step \d+: the (loss|gradient '
-                     r'norm) became (nan|inf)'):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert not os.path.exists(os.path.join(str(tmp_path), 'summary.json'))

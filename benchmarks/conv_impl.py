@@ -1,0 +1,90 @@
+"""Per-layer speed of the two conv_impl kernels: XLA conv vs im2col GEMM.
+
+Times forward + backward (input and weight gradients) of single kxk
+convolutions and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR use,
+both implementations interleaved in one run, and prints the median times and
+the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU)
+is set from these figures.
+
+  python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json]
+"""
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from inception import conv_ops
+
+# (label, H=W, k, Cin, Cout, stride)
+CONVS = [
+    ('nin conv1 5x5', 32, 5, 3, 192, 1), ('nin conv2 5x5', 16, 5, 96, 192, 1),
+    ('nin conv3 3x3', 8, 3, 192, 192, 1),
+    ('g/4 stem 3x3', 32, 3, 3, 48, 1), ('g/4 3a 3x3', 32, 3, 24, 32, 1),
+    ('g/4 3a 5x5', 32, 5, 4, 8, 1), ('g/4 4e 3x3', 16, 3, 40, 80, 1),
+    ('g/4 5b 3x3', 8, 3, 48, 96, 1), ('g/1 3a 3x3', 32, 3, 96, 128, 1),
+    ('g/1 3b 5x5', 32, 5, 32, 96, 1), ('g/1 4e 3x3', 16, 3, 160, 320, 1),
+    ('g/1 5b 3x3', 8, 3, 192, 384, 1),
+    ('naive g/4 3b 3x3', 32, 3, 64, 48, 1), ('naive g/4 4e 5x5', 16, 5, 164, 32, 1),
+]
+POOLS = [('pool 3x3/1 32x32x64', 32, 64, 1), ('pool 3x3/2 32x32x120', 32, 120, 2),
+         ('pool 3x3/1 16x16x128', 16, 128, 1)]
+
+
+def _timer(fn, *args):
+  step = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1)
+                          if len(args) > 1 else 0))
+  jax.block_until_ready(step(*args))
+  return lambda: jax.block_until_ready(step(*args))
+
+
+def _race(fns, repeats):
+  times = {k: [] for k in fns}
+  for _ in range(repeats):
+    for k, f in fns.items():
+      t = time.perf_counter()
+      f()
+      times[k].append(time.perf_counter() - t)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--json', action='store_true')
+  args = parser.parse_args()
+  rows = []
+  key = jax.random.key(0)
+  for label, hw, k, cin, cout, s in CONVS:
+    x = jax.random.normal(key, (args.batch, hw, hw, cin))
+    w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
+    pad = ((k // 2, k // 2),) * 2
+    med = _race({impl: _timer(lambda x, w, impl=impl: conv_ops.conv2d(
+        x, w, s, pad, impl), x, w) for impl in ('xla', 'gemm')}, args.repeats)
+    rows.append({'layer': label, 'kkcin': k * k * cin, 'xla_ms': 1e3 * med['xla'],
+                 'gemm_ms': 1e3 * med['gemm'],
+                 'auto': 'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla'})  # pylint: disable=protected-access
+  for label, hw, c, s in POOLS:
+    x = jax.random.normal(key, (args.batch, hw, hw, c))
+    med = _race({impl: _timer(lambda x, impl=impl: conv_ops.max_pool(
+        x, 3, s, 'SAME', impl), x) for impl in ('xla', 'gemm')}, args.repeats)
+    rows.append({'layer': label, 'kkcin': None, 'xla_ms': 1e3 * med['xla'],
+                 'gemm_ms': 1e3 * med['gemm'], 'auto': 'gemm'})
+  if args.json:
+    print(json.dumps({'device': str(jax.devices()[0]), 'batch': args.batch,
+                      'rows': rows}))
+    return
+  print(f'batch {args.batch}, forward + backward, median of {args.repeats}\n')
+  print('| layer | k*k*Cin | xla ms | gemm ms | xla/gemm | auto picks |')
+  print('|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['layer']} | {r['kkcin'] or ''} | {r['xla_ms']:.1f} |"
+          f" {r['gemm_ms']:.1f} | {r['xla_ms'] / r['gemm_ms']:.2f}x |"
+          f" {r['auto']} |")
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,364 @@
+"""Training-step speed of the CIFAR models: images/s, step time, MFU, memory.
+
+Times the project's own full training step (``inception.steps.make_train_step``
+with the optimizer of ``inception.build.optimizer`` and the experiment config
+from ``configs/``: forward, backward, SGD update), jit-compiled with the state
+donated, on a uint8 batch already on device. Reports the median over
+``--steps`` steps after ``--warmup`` steps (the first call, which compiles, is
+reported separately).
+
+MFU = model FLOPs/s / the fp32 GEMM peak measured in the same run (a jitted
+``jnp.dot`` of two square float32 matrices). Model training FLOPs per image are
+defined as 3 x 2 x forward MACs (``inception.flops.analyze``): forward, plus
+backward counted as twice the forward; elementwise work is not counted.
+
+``--torch`` also times the PyTorch twin (``benchmarks/torch_models.py``, same
+weights, channels_last, SGD with the same momentum / Nesterov / weight decay)
+in float32 and under ``torch.autocast('cpu', bfloat16)``, one step of each
+implementation in turn so that machine noise hits every side alike.
+
+  python benchmarks/throughput.py --model nin_cifar --batch_size 128 --torch
+  python benchmarks/throughput.py --model googlenet_cifar --width 0.25 \\
+      --batch_size 256 --bottleneck=false --dtype bfloat16 --json
+  python benchmarks/throughput.py --all [--quick] [--torch] [--json]
+"""
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+# OpenMP threads (PyTorch) spin for ~200 ms after each op by default, taking
+# the cores from the JAX step that runs next in the interleaved timing.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for ``configs`` and ``benchmarks``
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inception import build, flops, models, steps
+
+CONFIGS = {'nin_cifar': 'nin_cifar', 'nin_cifar_tiny': 'nin_cifar',
+           'googlenet_cifar': 'inception_cifar',
+           'googlenet_cifar_tiny': 'inception_cifar'}
+# CIFAR-10 training-set statistics on [0, 255]; only the arithmetic matters.
+MEAN, STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
+TRAIN_IMAGES = 45_000  # train[:90%]: sets the schedule length, not the speed.
+# --all: (model, width, batch for bottleneck, batch for naive). Full-width
+# GoogLeNet batches keep a step within ~10 s on a 2-core CPU (naive: ~11x the
+# MACs per image); width 0.25 is the CPU config's (inception_cifar.py:cpu).
+MATRIX = [('nin_cifar', 1.0, 128, 128), ('googlenet_cifar', 1.0, 32, 8),
+          ('googlenet_cifar', 0.25, 256, 256)]
+
+
+def _bool(s):
+  """argparse type for ``--flag=true|false``."""
+  if s.lower() in ('1', 'true', 'yes'):
+    return True
+  if s.lower() in ('0', 'false', 'no'):
+    return False
+  raise argparse.ArgumentTypeError(f'expected true or false, got {s!r}')
+
+
+def num_cores():
+  """Cores this process may run on."""
+  return len(os.sched_getaffinity(0))
+
+
+def max_rss_mb():
+  """Peak resident set size of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_config(args):
+  """The model's experiment config with the command-line overrides applied."""
+  module = importlib.import_module(f'configs.{CONFIGS[args.model]}')
+  config = module.get_config()
+  config.model.name = args.model
+  config.model.bottleneck = args.bottleneck
+  if 'pool_proj' in config.model:
+    config.model.pool_proj = (args.bottleneck if args.pool_proj is None
+                              else args.pool_proj)
+  if args.width is not None:
+    config.model.width = args.width
+  if args.batch_size is not None:
+    config.batch_size = args.batch_size
+  config.dtype = args.dtype
+  config.conv_impl = args.conv_impl  # passed through, validated by the library
+  return config
+
+
+def gemm_runner(n):
+  """A closure running a jitted n x n x n float32 ``jnp.dot`` to completion."""
+  a, b = jax.random.normal(jax.random.key(0), (2, n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  return lambda: dot(a, b).block_until_ready()
+
+
+def jax_runner(config, variables, batch):
+  """A closure running one donated, jitted training step to completion."""
+  model = build.model(config)
+  spe = max(1, TRAIN_IMAGES // config.batch_size)
+  state = steps.create_train_state(model, build.optimizer(config, spe),
+                                   variables)
+  step = jax.jit(steps.make_train_step(
+      model, mean=MEAN, std=STD, num_classes=config.model.num_classes,
+      label_smoothing=config.label_smoothing,
+      aux_loss_weight=config.aux_loss_weight,
+      learning_rate_fn=build.learning_rate_fn(config, spe),
+      dtype=jnp.dtype(config.dtype)), donate_argnums=0)
+  rng = jax.random.key(config.seed)
+  holder = [state]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch, rng)
+    jax.block_until_ready((holder[0], metrics))
+
+  return run
+
+
+def torch_runners(config, host_variables, images, labels, n_params):
+  """Torch float32 and bf16-autocast steps on the flax initial weights."""
+  import torch
+  from benchmarks import torch_models
+  torch.set_num_threads(num_cores())
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(
+      memory_format=torch.channels_last)
+  y = torch.from_numpy(labels.astype(np.int64))
+  runners = {}
+  for label, dtype in (('torch float32', None),
+                       ('torch bf16 autocast', torch.bfloat16)):
+    model = torch_models.torch_model_for(config.model.name,
+                                         **build.model_kwargs(config))
+    torch_models.load_flax_variables(model, host_variables)
+    count = torch_models.param_count(model)
+    assert count == n_params, f'torch has {count} params, flax {n_params}'
+    model = model.to(memory_format=torch.channels_last)
+    step = torch_models.make_train_step(
+        model, learning_rate=config.learning_rate, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay, mean=MEAN,
+        std=STD, autocast_dtype=dtype)
+    runners[label] = lambda step=step: step(x, y)
+  return runners
+
+
+def measure(args):
+  """One configuration; returns the JSON-able result."""
+  config = load_config(args)
+  model = build.model(config)
+  shape = build.input_shape(config)
+  report = flops.analyze(model, shape, xla=False)
+  train_flops = 3 * 2 * report.macs
+  gemm = gemm_runner(args.gemm_size)
+
+  b = config.batch_size
+  rs = np.random.default_rng(0)
+  images = rs.integers(0, 256, (b, *shape), dtype=np.uint8)
+  labels = rs.integers(0, config.model.num_classes, (b,), dtype=np.int32)
+  batch = jax.device_put({'image': images, 'label': labels})
+  variables = models.init_variables(model, shape, jax.random.key(config.seed))
+  # The first step donates these buffers; torch copies them from the host.
+  host_variables = jax.device_get(variables) if args.torch else None
+  runners = {f'jax {args.dtype}': jax_runner(config, variables, batch)}
+  del variables
+  t = time.perf_counter()
+  runners[f'jax {args.dtype}']()
+  compile_s = time.perf_counter() - t
+  for _ in range(args.warmup):
+    runners[f'jax {args.dtype}']()
+  rss_jax = max_rss_mb()
+  if args.torch:
+    runners.update(torch_runners(config, host_variables, images, labels,
+                                 report.params))
+    for name, run in runners.items():
+      for _ in range(args.warmup if name.startswith('torch') else 0):
+        run()
+
+  # The GEMM peak is sampled between the steps too: a CPU shared with other
+  # work then slows the MFU numerator and denominator alike.
+  runners['gemm'] = gemm
+  # Rounds of short blocks, one block per implementation in turn, so that
+  # load on a shared machine hits every implementation alike. The first step
+  # of each block is untimed: switching runtimes (XLA's thread pool, torch's
+  # OpenMP threads) costs the step after the switch, not the implementation.
+  rounds = -(-args.steps // args.block)
+  per_round = {name: args.block + 1 for name in runners}
+  per_round['gemm'] = -(-args.gemm_repeats // rounds) + 1
+  times = {name: [] for name in runners}
+  for _ in range(rounds):
+    for name, run in runners.items():
+      for i in range(per_round[name]):
+        t = time.perf_counter()
+        run()
+        if i:
+          times[name].append(time.perf_counter() - t)
+  gemm_times = times.pop('gemm')
+  peak = 2 * args.gemm_size**3 / statistics.median(gemm_times)
+  best = 2 * args.gemm_size**3 / min(gemm_times)
+
+  impls = {}
+  for name, ts in times.items():
+    step_s = statistics.median(ts)
+    ips = b / step_s
+    impls[name] = {'step_ms': 1e3 * step_s, 'images_per_s': ips,
+                   'min_step_ms': 1e3 * min(ts), 'max_step_ms': 1e3 * max(ts),
+                   'model_gflops_per_s': train_flops * ips / 1e9,
+                   'mfu': train_flops * ips / peak}
+  jax_ips = impls[f'jax {args.dtype}']['images_per_s']
+  stats = jax.devices()[0].memory_stats() or {}
+  return {
+      'model': args.model, 'bottleneck': config.model.bottleneck,
+      'pool_proj': config.model.get('pool_proj'), 'width': config.model.width,
+      'batch_size': b, 'dtype': args.dtype, 'conv_impl': args.conv_impl,
+      'device': str(jax.devices()[0]), 'cores': num_cores(),
+      'steps': args.steps, 'warmup': args.warmup, 'params': report.params,
+      'forward_macs_per_image': report.macs,
+      'train_flops_per_image': train_flops,
+      'train_flops_definition': '3 x 2 x forward MACs (inception.flops)',
+      'gemm_peak_gflops_per_s': peak / 1e9,
+      'gemm_best_gflops_per_s': best / 1e9,
+      'gemm_peak_definition': f'jitted fp32 jnp.dot {args.gemm_size}^3, '
+                              f'median of {len(gemm_times)} interleaved runs',
+      'jax_compile_and_first_step_s': compile_s,
+      'impls': impls,
+      'jax_over_torch_images_per_s': {
+          name: jax_ips / r['images_per_s'] for name, r in impls.items()
+          if name.startswith('torch')},
+      'max_rss_mb_after_jax_warmup': rss_jax,
+      'max_rss_mb': max_rss_mb(),
+      'device_peak_bytes_in_use': stats.get('peak_bytes_in_use'),
+  }
+
+
+def print_result(r):
+  naive = '' if r['bottleneck'] else ' naive'
+  print(f"## {r['model']}{naive} width {r['width']} batch {r['batch_size']}"
+        f" ({r['dtype']}, conv_impl={r['conv_impl']}, {r['device']},"
+        f" {r['cores']} cores)\n")
+  print(f"params {r['params']:,}; forward MACs/image"
+        f" {r['forward_macs_per_image']:,}; training FLOPs/image ="
+        f" 3 x 2 x forward MACs = {r['train_flops_per_image'] / 1e9:.3f} G")
+  print(f"MFU denominator: fp32 GEMM peak {r['gemm_peak_gflops_per_s']:.1f}"
+        f" GFLOP/s ({r['gemm_peak_definition']}; best"
+        f" {r['gemm_best_gflops_per_s']:.1f})")
+  print(f"JAX compile + first step: {r['jax_compile_and_first_step_s']:.1f} s;"
+        f" median of {r['steps']} steps after {r['warmup']} warm-up\n")
+  print('| implementation | step ms | min..max ms | images/s | model GFLOP/s'
+        ' | MFU |\n|---|---|---|---|---|---|')
+  for name, s in r['impls'].items():
+    print(f"| {name} | {s['step_ms']:.1f} | {s['min_step_ms']:.0f}.."
+          f"{s['max_step_ms']:.0f} | {s['images_per_s']:.1f} |"
+          f" {s['model_gflops_per_s']:.1f} | {100 * s['mfu']:.1f}% |")
+  print()
+  for name, ratio in r['jax_over_torch_images_per_s'].items():
+    print(f"JAX {r['dtype']} / {name} images/s: {ratio:.2f}x")
+  mem = f"peak RSS {r['max_rss_mb']:.0f} MB"
+  if r['impls'].keys() - {f"jax {r['dtype']}"}:
+    mem += (f" (JAX alone, after warm-up:"
+            f" {r['max_rss_mb_after_jax_warmup']:.0f} MB)")
+  if r['device_peak_bytes_in_use'] is not None:
+    mem += f"; device peak {r['device_peak_bytes_in_use'] / 2**20:.0f} MiB"
+  print(mem + '\n')
+
+
+def run_all(args):
+  """The standard matrix, one subprocess per run (so peak RSS is per run)."""
+  results = []
+  for model, width, batch, naive_batch in MATRIX:
+    for bottleneck in (True, False):
+      cmd = [sys.executable, __file__, '--model', model, '--width', str(width),
+             '--batch_size', str(batch if bottleneck else naive_batch),
+             f'--bottleneck={bottleneck}', '--dtype', args.dtype,
+             '--conv_impl', args.conv_impl, '--steps', str(args.steps),
+             '--warmup', str(args.warmup), '--json'] + (
+                 ['--torch'] if args.torch else [])
+      print('running:', ' '.join(cmd[1:]), file=sys.stderr, flush=True)
+      proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True,
+                            check=False)
+      if proc.returncode:
+        results.append({'model': model, 'width': width,
+                        'bottleneck': bottleneck, 'error': proc.returncode})
+        continue
+      results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+      if not args.json:
+        print_result(results[-1])
+  if args.json:
+    print(json.dumps({'runs': results}))
+    return
+  print('| model | bottleneck | width | batch | JAX images/s | step ms | MFU |'
+        ' torch fp32 images/s | JAX/torch fp32 | torch bf16 images/s |'
+        ' JAX/torch bf16 | peak RSS MB |\n' + '|---' * 12 + '|')
+  for r in results:
+    if 'error' in r:
+      print(f"| {r['model']} | {r['bottleneck']} | {r['width']} | failed"
+            f" (exit {r['error']}) |")
+      continue
+    jx = r['impls'][f"jax {r['dtype']}"]
+    tf = r['impls'].get('torch float32')
+    tb = r['impls'].get('torch bf16 autocast')
+    ratio = r['jax_over_torch_images_per_s']
+    cell = lambda s, k: '-' if s is None else f'{s[k]:.1f}'
+    rat = lambda k: f'{ratio[k]:.2f}x' if k in ratio else '-'
+    print(f"| {r['model']} | {r['bottleneck']} | {r['width']} |"
+          f" {r['batch_size']} | {jx['images_per_s']:.1f} | {jx['step_ms']:.0f}"
+          f" | {100 * jx['mfu']:.1f}% | {cell(tf, 'images_per_s')} |"
+          f" {rat('torch float32')} | {cell(tb, 'images_per_s')} |"
+          f" {rat('torch bf16 autocast')} | {r['max_rss_mb']:.0f} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n', maxsplit=1)[0])
+  parser.add_argument('--model', default='nin_cifar', choices=sorted(CONFIGS))
+  parser.add_argument('--batch_size', type=int, default=None,
+                      help="default: the config's")
+  parser.add_argument('--width', type=float, default=None)
+  parser.add_argument('--bottleneck', type=_bool, default=True)
+  parser.add_argument('--pool_proj', type=_bool, default=None,
+                      help='GoogLeNet; default: same as --bottleneck (naive)')
+  parser.add_argument('--dtype', default='float32',
+                      choices=['float32', 'bfloat16'])
+  parser.add_argument('--conv_impl', default='auto',
+                      choices=['auto', 'xla', 'gemm'])
+  parser.add_argument('--steps', type=int, default=None, help='default 10')
+  parser.add_argument('--warmup', type=int, default=None, help='default 2')
+  parser.add_argument('--block', type=int, default=3,
+                      help='timed steps per implementation per round')
+  parser.add_argument('--quick', action='store_true',
+                      help='3 steps, 1 warm-up (unless given)')
+  parser.add_argument('--gemm_size', type=int, default=2048)
+  parser.add_argument('--gemm_repeats', type=int, default=10,
+                      help='GEMM peak samples, spread over the steps')
+  parser.add_argument('--torch', action='store_true',
+                      help='also time the PyTorch twin, fp32 and bf16 autocast')
+  parser.add_argument('--json', action='store_true')
+  parser.add_argument('--all', action='store_true',
+                      help='the standard matrix (MATRIX), bottleneck and naive;'
+                      ' ignores --model/--width/--batch_size/--bottleneck')
+  args = parser.parse_args()
+  if args.steps is None:
+    args.steps = 3 if args.quick else 10
+  if args.warmup is None:
+    args.warmup = 1 if args.quick else 2
+  if args.all:
+    run_all(args)
+    return
+  result = measure(args)
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print_result(result)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,272 @@
+"""Sweeps: lists of config overrides, run one process each, resumably.
+
+A sweep file defines ``get_sweep(config) -> list[dict]``: one dict of
+``--config.*`` overrides per run, built with ``axis``, ``product``, ``zip``
+and ``chain``. ``config`` is the resolved base config, so a sweep can derive
+values from it (``configs/sweeps/equal_macs.py`` sizes a width from the FLOP
+accounting).
+
+Each run is ``python train.py`` in its own process and sub-workdir, started
+with an argument list (never a shell string). The runner is resumable:
+finished runs are skipped, interrupted ones resume from their checkpoints,
+and a failed run is recorded without stopping the others. Run processes die
+with the runner (Linux), and a workdir lock keeps two processes from ever
+training the same run.
+"""
+import builtins
+import ctypes
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterable
+
+import ml_collections
+
+from inception.errors import UserError
+
+MANIFEST = 'sweep.json'
+RUN_STATUS = 'status.json'
+LOG_FILE = 'train.log'
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'train.py')
+
+
+def axis(name: str, values: Iterable) -> list[dict]:
+  """One override per value: ``axis('seed', [0, 1])``."""
+  return [{name: v} for v in values]
+
+
+def product(*axes: list[dict]) -> list[dict]:
+  """Every combination of the axes (the first varies slowest)."""
+  return [dict(itertools.chain.from_iterable(d.items() for d in combo))
+          for combo in itertools.product(*axes)]
+
+
+def zip(*axes: list[dict]) -> list[dict]:  # pylint: disable=redefined-builtin
+  """Axes of equal length, merged element by element."""
+  lengths = {len(a) for a in axes}
+  if len(lengths) > 1:
+    raise ValueError(f'zip needs axes of equal length, got {sorted(lengths)}')
+  return [dict(itertools.chain.from_iterable(d.items() for d in ds))
+          for ds in builtins.zip(*axes)]
+
+
+def chain(*axes: list[dict]) -> list[dict]:
+  """Runs of one list, then of the next."""
+  return [d for a in axes for d in a]
+
+
+@dataclasses.dataclass
+class Run:
+  """One run of a sweep."""
+  name: str
+  overrides: dict
+  workdir: str
+
+  def command(self, config_arg: str, extra: list[str]) -> list[str]:
+    """The argument list that trains this run (``extra``: shared overrides)."""
+    return [sys.executable, TRAIN_SCRIPT, '--config', config_arg,
+            '--workdir', self.workdir, *extra,
+            *(f'--config.{k}={_flag_value(v)}' for k, v in
+              self.overrides.items())]
+
+  def status(self) -> dict:
+    path = os.path.join(self.workdir, RUN_STATUS)
+    if not os.path.exists(path):
+      return {}
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+
+  def done(self) -> bool:
+    return os.path.exists(os.path.join(self.workdir, 'summary.json')) and \
+        self.status().get('status') == 'done'
+
+
+def _flag_value(v) -> str:
+  if isinstance(v, (list, tuple)):
+    return '(' + ','.join(_flag_value(x) for x in v) + ')'
+  return str(v)
+
+
+def run_name(overrides: dict) -> str:
+  """A directory name from the overrides, e.g. ``bottleneck=False,seed=1``."""
+  parts = [f'{k.split(".")[-1]}={_flag_value(v)}' for k, v in overrides.items()]
+  name = ','.join(parts) or 'base'
+  return re.sub(r'[^A-Za-z0-9=,._+-]', '_', name)
+
+
+def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
+  """Runs ``get_sweep(config)`` of the sweep file; UserError on any fault."""
+  if not os.path.exists(path):
+    raise UserError(f'sweep file {path} does not exist')
+  spec = importlib.util.spec_from_file_location('_sweep_file', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f'sweep file {path} has a syntax error at line {e.lineno}:'
+                    f' {e.msg}') from None
+  if not hasattr(module, 'get_sweep'):
+    raise UserError(f'sweep file {path} defines no get_sweep(config)')
+  runs = module.get_sweep(config)
+  if not runs or not all(isinstance(r, dict) for r in runs):
+    raise UserError(f'get_sweep in {path} must return a non-empty list of '
+                    'dicts of overrides')
+  for overrides in runs:
+    for key, value in overrides.items():
+      _check_override(config, key, value, path)
+  return runs
+
+
+def _check_override(config, key: str, value, path: str):
+  """The field must exist and take the value's type (as --config.* would)."""
+  node = config
+  parts = key.split('.')
+  for part in parts[:-1]:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise UserError(f'sweep file {path}: config has no field {key!r}')
+    node = node[part]
+  if parts[-1] not in node:
+    raise UserError(f'sweep file {path}: config has no field {key!r}')
+  current = node[parts[-1]]
+  ok = (type(current) is type(value) or
+        (isinstance(current, float) and isinstance(value, int)
+         and not isinstance(value, bool)))
+  if current is not None and not ok:
+    raise UserError(f'sweep file {path}: {key}={value!r} is a '
+                    f'{type(value).__name__} but the field is a '
+                    f'{type(current).__name__}')
+
+
+def plan(workdir: str, runs: list[dict]) -> list[Run]:
+  """Names the runs and checks that the names are distinct."""
+  named = [Run(run_name(o), o, os.path.join(workdir, run_name(o)))
+           for o in runs]
+  names = [r.name for r in named]
+  if len(set(names)) != len(names):
+    dup = sorted({n for n in names if names.count(n) > 1})
+    raise UserError(f'the sweep has duplicate runs: {", ".join(dup)}')
+  return named
+
+
+def _die_with_parent():
+  """Child: receive SIGTERM when the runner dies, even from kill -9."""
+  try:
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except OSError:
+    pass  # not Linux: children outlive a killed runner
+
+
+def _write_status(run: Run, status: dict):
+  os.makedirs(run.workdir, exist_ok=True)
+  tmp = os.path.join(run.workdir, RUN_STATUS + '.tmp')
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(status, f, indent=2)
+  os.replace(tmp, os.path.join(run.workdir, RUN_STATUS))
+
+
+def _tail(path: str, lines: int = 5) -> str:
+  try:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      text = f.read().strip().splitlines()
+  except OSError:
+    return ''
+  errors = [l for l in text if l.startswith('error:')]
+  return errors[-1] if errors else '\n'.join(text[-lines:])
+
+
+def execute(runs: list[Run], config_arg: str, extra: list[str],
+            parallel: int = 1, echo=print) -> dict[str, str]:
+  """Trains every run not yet done, ``parallel`` at a time.
+
+  Returns:
+    run name -> final status ('done', 'failed', 'skipped' if already done).
+  """
+  results, queue, active = {}, [], {}
+  for run in runs:
+    if run.done():
+      results[run.name] = 'skipped'
+    else:
+      queue.append(run)
+  if results:
+    echo(f'{len(results)} run(s) already done, skipped')
+  while queue or active:
+    while queue and len(active) < parallel:
+      run = queue.pop(0)
+      os.makedirs(run.workdir, exist_ok=True)
+      log = open(os.path.join(run.workdir, LOG_FILE), 'a', encoding='utf-8')
+      cmd = run.command(config_arg, extra)
+      _write_status(run, {'status': 'running', 'command': cmd,
+                          'overrides': run.overrides})
+      echo(f'start {run.name}')
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL,
+                              preexec_fn=_die_with_parent)
+      active[run.name] = (run, proc, log, time.time())
+    time.sleep(0.2)
+    for name, (run, proc, log, start) in list(active.items()):
+      if proc.poll() is None:
+        continue
+      log.close()
+      del active[name]
+      ok = proc.returncode == 0 and os.path.exists(
+          os.path.join(run.workdir, 'summary.json'))
+      status = {'status': 'done' if ok else 'failed',
+                'returncode': proc.returncode,
+                'seconds': round(time.time() - start, 1),
+                'overrides': run.overrides, 'command': run.command(
+                    config_arg, extra)}
+      if not ok:
+        status['error'] = _tail(os.path.join(run.workdir, LOG_FILE))
+      _write_status(run, status)
+      results[name] = status['status']
+      echo(f'{status["status"]} {name} ({status["seconds"]} s)' +
+           (f': {status["error"]}' if not ok else ''))
+  return results
+
+
+def write_manifest(workdir: str, config_arg: str, sweep_path: str,
+                   extra: list[str], runs: list[Run]):
+  """Records what the sweep is, for the report and for resuming."""
+  os.makedirs(workdir, exist_ok=True)
+  manifest = {'config': config_arg, 'sweep': sweep_path, 'overrides': extra,
+              'runs': [{'name': r.name, 'overrides': r.overrides}
+                       for r in runs]}
+  with open(os.path.join(workdir, MANIFEST), 'w', encoding='utf-8') as f:
+    json.dump(manifest, f, indent=2)
+
+
+def dry_run_commands(runs: list[Run], config_arg: str,
+                     extra: list[str]) -> list[str]:
+  """One plain shell command per run, for a cluster scheduler."""
+  return [shlex.join(r.command(config_arg, extra)) for r in runs]
+
+
+def main(config, config_arg: str, sweep_path: str, workdir: str,
+         extra: list[str], parallel: int = 1, dry_run: bool = False) -> Any:
+  """Plans, runs and reports a sweep (``sweep.py``'s one library call)."""
+  if parallel < 1:
+    raise UserError(f'--parallel must be at least 1, got {parallel}')
+  runs = plan(os.path.abspath(workdir), load_sweep(sweep_path, config))
+  if dry_run:
+    for line in dry_run_commands(runs, config_arg, extra):
+      print(line)
+    return None
+  write_manifest(workdir, config_arg, sweep_path, extra, runs)
+  results = execute(runs, config_arg, extra, parallel)
+  from inception import report  # pylint: disable=g-import-not-at-top
+  paths = report.write_report(workdir)
+  print(report.format_summary(workdir, paths))
+  failed = [n for n, s in results.items() if s == 'failed']
+  if failed:
+    print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
+          f'{RUN_STATUS} and {LOG_FILE})')
+  return results

@@ -1,0 +1,180 @@
+"""Sweeps: axes, resumable runner, failures, kill/restart, report, notebook."""
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import nbclient
+import nbformat
+import pytest
+
+from conftest import REPO, cli_overrides, quick_config, record_steps
+from inception import report, sweep
+from inception.errors import UserError
+
+SWEEP = [sys.executable, 'sweep.py', '--config', 'configs/quickstart.py']
+
+
+def _write(path, text):
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  return str(path)
+
+
+def test_product_zip_chain():
+  a = sweep.axis('model.bottleneck', [True, False])
+  s = sweep.axis('seed', [0, 1])
+  assert sweep.product(a, s) == [
+      {'model.bottleneck': True, 'seed': 0}, {'model.bottleneck': True, 'seed': 1},
+      {'model.bottleneck': False, 'seed': 0}, {'model.bottleneck': False, 'seed': 1}]
+  assert sweep.zip(a, s) == [{'model.bottleneck': True, 'seed': 0},
+                             {'model.bottleneck': False, 'seed': 1}]
+  assert sweep.chain(a, s) == a + s
+  with pytest.raises(ValueError):
+    sweep.zip(a, sweep.axis('seed', [0]))
+
+
+def test_shipped_sweeps_load_and_name_their_runs(tmp_path):
+  config = quick_config()
+  runs = sweep.plan(str(tmp_path), sweep.load_sweep(
+      'configs/sweeps/bottleneck_ablation.py', config))
+  assert len(runs) == 9 and len({r.name for r in runs}) == 9
+  assert runs[-1].name == 'bottleneck=False,pool_proj=False,seed=2'
+  equal = sweep.load_sweep('configs/sweeps/equal_macs.py', config)
+  assert len(equal) == 6
+
+
+def test_equal_macs_width_is_within_5_percent():
+  from configs.sweeps import equal_macs  # pylint: disable=g-import-not-at-top
+  from configs import inception_cifar  # pylint: disable=g-import-not-at-top
+  width, naive, target = equal_macs.equal_macs_width(
+      inception_cifar.get_config('cpu'))
+  assert width < 0.125 and abs(naive - target) <= 0.05 * target
+
+
+def test_dry_run_prints_plain_commands_and_keeps_metacharacters(tmp_path):
+  value = "/tmp/x; touch pwned $(id) 'q' \"dq\" `uname`"
+  path = _write(tmp_path / 'meta.py',
+                f'def get_sweep(config):\n  return [{{"data_dir": {value!r}}}]\n')
+  out = subprocess.run(SWEEP + ['--sweep', path, '--workdir',
+                                str(tmp_path / 'w'), '--dry_run'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = [l for l in out.stdout.splitlines() if 'train.py' in l]
+  assert len(lines) == 1
+  argv = shlex.split(lines[0])
+  assert argv[1].endswith('train.py') and f'--config.data_dir={value}' in argv
+  assert not os.path.exists(tmp_path / 'w')
+
+
+FAILING = {'learning_rate': 1e30, 'warmup_epochs': 0.0}
+
+
+@pytest.fixture(scope='module')
+def seed_sweep(tmp_path_factory):
+  """Two seeds and a diverging run; the runner is killed with -9 once.
+
+  The overrides carry shell metacharacters, which must reach the config
+  as written.
+  """
+  tmp = tmp_path_factory.mktemp('sweep')
+  value = "/tmp/$(touch pwned); echo 'hi'"
+  path = _write(tmp / 'seeds.py', (
+      'from inception import sweep\n'
+      'def get_sweep(config):\n'
+      f'  return sweep.product(sweep.axis("seed", [0, 1]),'
+      f' [{{"data_dir": {value!r}}}]) + [{FAILING!r}]\n'))
+  workdir = str(tmp / 'w')
+  cmd = SWEEP + ['--sweep', path, '--workdir', workdir, *cli_overrides()]
+  runner = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  second = os.path.join(workdir, sweep.run_name({'seed': 1, 'data_dir': value}))
+  deadline = time.time() + 300
+  while time.time() < deadline and not record_steps(second, 'train/loss'):
+    time.sleep(0.05)
+  runner.send_signal(signal.SIGKILL)  # its training child gets SIGTERM
+  runner.wait()
+  time.sleep(1)
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+  return workdir, out, value
+
+
+def test_killed_sweep_completes_every_run_exactly_once(seed_sweep):
+  workdir, out, _ = seed_sweep
+  assert out.returncode == 1, out.stderr[-3000:]  # one run failed
+  runs = report.load_runs(workdir)
+  assert [r.status for r in runs] == ['done', 'done', 'failed']
+  for r in runs[:2]:
+    assert record_steps(r.workdir, 'train/loss') == list(range(1, 9))
+    assert record_steps(r.workdir, 'eval/accuracy') == [8]
+  assert 'run(s) already done, skipped' in out.stdout
+
+
+def test_failed_run_is_recorded_and_others_finish(seed_sweep):
+  workdir, out, _ = seed_sweep
+  failed = {r.name: r for r in report.load_runs(workdir)}[
+      sweep.run_name(FAILING)]
+  assert failed.status == 'failed' and 'became nan' in failed.error
+  assert '1 run(s) failed' in out.stdout
+  with open(os.path.join(workdir, 'results.md'), encoding='utf-8') as f:
+    assert '## Failed runs' in f.read()
+
+
+def test_override_with_shell_metacharacters_reaches_the_config(seed_sweep):
+  workdir, _, value = seed_sweep
+  for r in report.load_runs(workdir)[:2]:
+    assert r.config['data_dir'] == value
+  assert not os.path.exists(os.path.join(REPO, 'pwned'))
+
+
+def test_report_files(seed_sweep):
+  workdir, out, _ = seed_sweep
+  with open(os.path.join(workdir, 'results.csv'), encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['status'] for r in rows] == ['done', 'done', 'failed']
+  assert [r['seed'] for r in rows[:2]] == ['0', '1']
+  assert all(int(r['macs']) == 1_423_232 and float(r['final_accuracy']) >= 0
+             for r in rows[:2])
+  with open(os.path.join(workdir, 'results.md'), encoding='utf-8') as f:
+    md = f.read()
+  assert '## Mean ± std over seeds' in md and '| 2 |' in md
+  for name in ('pareto.png', 'curves.png'):
+    with open(os.path.join(workdir, name), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert 'pareto.png' in out.stdout and 'results.md' in out.stdout
+  again = subprocess.run([sys.executable, '-m', 'inception.report', workdir],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0 and '| run |' in again.stdout
+
+
+def test_sweep_rejects_bad_override_type(tmp_path):
+  path = _write(tmp_path / 'bad.py',
+                'def get_sweep(config):\n  return [{"batch_size": "big"}]\n')
+  with pytest.raises(UserError, match='batch_size=.big. is a str but the '
+                     'field is a int'):
+    sweep.load_sweep(path, quick_config())
+
+
+def test_notebook_runs_on_a_sweep(seed_sweep):
+  """notebooks/analysis.ipynb executes headless and draws its figures."""
+  workdir = seed_sweep[0]
+  nb = nbformat.read(os.path.join(REPO, 'notebooks', 'analysis.ipynb'), 4)
+  os.environ['ANALYSIS_SWEEP_DIR'] = workdir
+  try:
+    nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
+                            resources={'metadata': {'path': REPO}}).execute()
+  finally:
+    del os.environ['ANALYSIS_SWEEP_DIR']
+  images = [o for c in nb.cells if c.cell_type == 'code'
+            for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
+  errors = [o for c in nb.cells if c.cell_type == 'code'
+            for o in c.get('outputs', []) if o.get('output_type') == 'error']
+  assert not errors
+  assert len(images) >= 5  # pareto+curves, MACs, inputs, maps, weights
+  text = json.dumps([c.get('outputs') for c in nb.cells])
+  assert 'reduces' in text and 'accuracy' in text
