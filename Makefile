@@ -18,8 +18,12 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
+# The main job on the embedded digits dataset, offline: bottleneck vs naive
+# GoogLeNet, two seeds, then the report (table, pareto.png, curves.png).
 demo: install
-	$(PY) -m inception.flops --config configs/inception_cifar.py --compare
+	$(PY) -m inception.flops --config configs/quickstart.py --compare | sed -n '/### side by side/,$$p'
+	$(PY) sweep.py --config configs/quickstart.py --sweep configs/sweeps/demo.py \
+	    --workdir runs/demo --config.num_epochs=15 --parallel 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -55,9 +55,9 @@ MEAN, STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
 TRAIN_IMAGES = 45_000  # train[:90%]: sets the schedule length, not the speed.
 # --all: (model, width, batch for bottleneck, batch for naive). Full-width
 # GoogLeNet batches keep a step within ~10 s on a 2-core CPU (naive: ~11x the
-# MACs per image); width 0.25 is the CPU config's (inception_cifar.py:cpu).
+# MACs per image); width 0.125 is the CPU config's (inception_cifar.py:cpu).
 MATRIX = [('nin_cifar', 1.0, 128, 128), ('googlenet_cifar', 1.0, 32, 8),
-          ('googlenet_cifar', 0.25, 256, 256)]
+          ('googlenet_cifar', 0.125, 256, 256)]
 
 
 def _bool(s):
@@ -93,7 +93,13 @@ def load_config(args):
   if args.batch_size is not None:
     config.batch_size = args.batch_size
   config.dtype = args.dtype
-  config.conv_impl = args.conv_impl  # passed through, validated by the library
+  config.conv_impl = args.conv_impl.split(',')[0]  # validated by the library
+  return config
+
+
+def _with_impl(config, impl):
+  config = config.copy_and_resolve_references()
+  config.conv_impl = impl
   return config
 
 
@@ -169,13 +175,21 @@ def measure(args):
   variables = models.init_variables(model, shape, jax.random.key(config.seed))
   # The first step donates these buffers; torch copies them from the host.
   host_variables = jax.device_get(variables) if args.torch else None
-  runners = {f'jax {args.dtype}': jax_runner(config, variables, batch)}
+  # One JAX runner per conv_impl (e.g. --conv_impl xla,auto: before/after).
+  impls = args.conv_impl.split(',')
+  names = [f'jax {args.dtype}' + (f' ({i})' if len(impls) > 1 else '')
+           for i in impls]
+  runners = {}
+  for name, impl in zip(names, impls):
+    runners[name] = jax_runner(_with_impl(config, impl),
+                               jax.tree.map(jnp.copy, variables), batch)
   del variables
   t = time.perf_counter()
-  runners[f'jax {args.dtype}']()
+  runners[names[0]]()
   compile_s = time.perf_counter() - t
-  for _ in range(args.warmup):
-    runners[f'jax {args.dtype}']()
+  for name in names:
+    for _ in range(args.warmup + (name != names[0])):
+      runners[name]()
   rss_jax = max_rss_mb()
   if args.torch:
     runners.update(torch_runners(config, host_variables, images, labels,
@@ -206,15 +220,15 @@ def measure(args):
   peak = 2 * args.gemm_size**3 / statistics.median(gemm_times)
   best = 2 * args.gemm_size**3 / min(gemm_times)
 
-  impls = {}
+  results = {}
   for name, ts in times.items():
     step_s = statistics.median(ts)
     ips = b / step_s
-    impls[name] = {'step_ms': 1e3 * step_s, 'images_per_s': ips,
+    results[name] = {'step_ms': 1e3 * step_s, 'images_per_s': ips,
                    'min_step_ms': 1e3 * min(ts), 'max_step_ms': 1e3 * max(ts),
                    'model_gflops_per_s': train_flops * ips / 1e9,
                    'mfu': train_flops * ips / peak}
-  jax_ips = impls[f'jax {args.dtype}']['images_per_s']
+  jax_ips = results[names[0]]['images_per_s']
   stats = jax.devices()[0].memory_stats() or {}
   return {
       'model': args.model, 'bottleneck': config.model.bottleneck,
@@ -230,10 +244,12 @@ def measure(args):
       'gemm_peak_definition': f'jitted fp32 jnp.dot {args.gemm_size}^3, '
                               f'median of {len(gemm_times)} interleaved runs',
       'jax_compile_and_first_step_s': compile_s,
-      'impls': impls,
+      'impls': results,
       'jax_over_torch_images_per_s': {
-          name: jax_ips / r['images_per_s'] for name, r in impls.items()
+          name: jax_ips / r['images_per_s'] for name, r in results.items()
           if name.startswith('torch')},
+      'jax_over_first_impl_images_per_s': {
+          name: results[name]['images_per_s'] / jax_ips for name in names[1:]},
       'max_rss_mb_after_jax_warmup': rss_jax,
       'max_rss_mb': max_rss_mb(),
       'device_peak_bytes_in_use': stats.get('peak_bytes_in_use'),
@@ -261,7 +277,11 @@ def print_result(r):
           f" {s['model_gflops_per_s']:.1f} | {100 * s['mfu']:.1f}% |")
   print()
   for name, ratio in r['jax_over_torch_images_per_s'].items():
-    print(f"JAX {r['dtype']} / {name} images/s: {ratio:.2f}x")
+    print(f"JAX {r['dtype']} ({r['conv_impl'].split(',')[0]}) / {name}"
+          f" images/s: {ratio:.2f}x")
+  for name, ratio in r.get('jax_over_first_impl_images_per_s', {}).items():
+    print(f"{name} / jax ({r['conv_impl'].split(',')[0]}) images/s:"
+          f" {ratio:.2f}x")
   mem = f"peak RSS {r['max_rss_mb']:.0f} MB"
   if r['impls'].keys() - {f"jax {r['dtype']}"}:
     mem += (f" (JAX alone, after warm-up:"
@@ -329,7 +349,8 @@ def main():
   parser.add_argument('--dtype', default='float32',
                       choices=['float32', 'bfloat16'])
   parser.add_argument('--conv_impl', default='auto',
-                      choices=['auto', 'xla', 'gemm'])
+                      help="auto, xla or gemm; a list such as 'xla,auto' "
+                      'times each, side by side (ratios against the first)')
   parser.add_argument('--steps', type=int, default=None, help='default 10')
   parser.add_argument('--warmup', type=int, default=None, help='default 2')
   parser.add_argument('--block', type=int, default=3,

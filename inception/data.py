@@ -26,7 +26,9 @@ from typing import Iterator, NamedTuple
 
 from absl import logging
 import numpy as np
-import tensorflow_datasets as tfds
+
+from inception import tf_quiet  # pylint: disable=unused-import
+import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 from inception import augment
 from inception.errors import UserError

@@ -7,7 +7,6 @@ import time
 from typing import Any, Mapping
 
 import tqdm
-from clu import metric_writers
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -19,8 +18,11 @@ def _plain(value):
   return value
 
 
-class JsonlWriter(metric_writers.MetricWriter):
+class JsonlWriter:
   """Appends one JSON object per ``write_scalars`` call: ``{"step", ...}``.
+
+  Implements clu's ``MetricWriter`` interface (registered as a virtual
+  subclass in ``create_writer``).
 
   Each line is flushed and fsynced as written, so a killed run loses no line
   it has logged; ``truncate_after`` removes what a resumed run will redo.
@@ -94,8 +96,15 @@ def truncate_after(path: str, step: int):
   os.replace(tmp, path)
 
 
-def create_writer(workdir: str, is_main: bool) -> metric_writers.MetricWriter:
-  """JSONL + TensorBoard on the main process; nothing elsewhere."""
+def create_writer(workdir: str, is_main: bool):
+  """A clu MultiWriter: JSONL + TensorBoard on the main process; none elsewhere.
+
+  clu (and TensorFlow, behind its TensorBoard writer) is imported here, not
+  at module import, so that reading metrics (report, notebooks) stays light.
+  """
+  from inception import tf_quiet  # pylint: disable=g-import-not-at-top,unused-import
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  metric_writers.MetricWriter.register(JsonlWriter)
   if not is_main:
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter([

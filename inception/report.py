@@ -113,12 +113,12 @@ def grouped(runs: list[RunResult]) -> list[dict]:
     row = {**json.loads(key), 'seeds': len(members),
            'params': members[0].summary.get('params'),
            'macs': members[0].summary.get('macs')}
-    for col, field in (('final_accuracy', 'final_eval_accuracy'),
-                       ('best_accuracy', 'best_eval_accuracy'),
-                       ('images_per_s', 'images_per_s')):
+    for col, field, digits in (('final_accuracy', 'final_eval_accuracy', 4),
+                               ('best_accuracy', 'best_eval_accuracy', 4),
+                               ('images_per_s', 'images_per_s', 1)):
       vals = np.array([m.summary.get(field) or math.nan for m in members])
-      row[col] = (f'{vals.mean():.4f} ± {vals.std(ddof=1):.4f}'
-                  if len(vals) > 1 else f'{vals[0]:.4f}')
+      row[col] = (f'{vals.mean():.{digits}f} ± {vals.std(ddof=1):.{digits}f}'
+                  if len(vals) > 1 else f'{vals[0]:.{digits}f}')
     rows.append(row)
   return rows
 

@@ -1,0 +1,73 @@
+"""conv_impl kernels: im2col GEMM conv and separable max pool equal XLA's."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inception import conv_ops
+
+
+def _grads(fn, *args):
+  return jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))),
+                          argnums=tuple(range(len(args)))))(*args)
+
+
+@pytest.mark.parametrize('k,stride,padding', [
+    (3, 1, ((1, 1), (1, 1))), (5, 1, ((2, 2), (2, 2))), (7, 2, ((3, 3), (3, 3))),
+    (3, 2, 'SAME'), (3, 1, 'VALID')])
+def test_gemm_conv_equals_lax_conv(k, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (2, 11, 11, 5))
+  w = jax.random.normal(jax.random.key(1), (k, k, 5, 6))
+  xla = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'xla')
+  gemm = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'gemm')
+  np.testing.assert_allclose(gemm(x, w), xla(x, w), rtol=1e-4, atol=1e-4)
+  for a, b in zip(_grads(gemm, x, w), _grads(xla, x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('stride,padding', [
+    (1, 'SAME'), (2, 'SAME'), (2, ((1, 1), (1, 1))), (2, 'VALID')])
+def test_separable_max_pool_equals_reduce_window(stride, padding):
+  # Continuous random values: no ties, so the gradients are unique too.
+  x = jax.random.normal(jax.random.key(2), (2, 9, 10, 3))
+  xla = lambda x: conv_ops.max_pool(x, 3, stride, padding, 'xla')
+  sep = lambda x: conv_ops.max_pool(x, 3, stride, padding, 'gemm')
+  np.testing.assert_array_equal(sep(x), xla(x))
+  np.testing.assert_allclose(_grads(sep, x)[0], _grads(xla, x)[0], atol=1e-6)
+
+
+def test_max_pool_gradient_with_ties_is_still_a_subgradient():
+  x = jnp.zeros((1, 4, 4, 1))
+  g = _grads(lambda x: conv_ops.max_pool(x, 3, 1, 'SAME', 'gemm'), x)[0]
+  # sin'(0) = 1 per output, 16 outputs: the gradient mass is conserved.
+  assert float(g.sum()) == pytest.approx(16.0)
+
+
+def test_auto_uses_xla_off_cpu(monkeypatch):
+  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  x = jnp.ones((1, 8, 8, 3))
+  w = jnp.ones((3, 3, 3, 4))
+  hlo = jax.jit(lambda x, w: conv_ops.conv2d(
+      x, w, 1, 'SAME', 'auto')).lower(x, w).as_text()
+  assert 'convolution' in hlo
+  hlo = jax.jit(lambda x: conv_ops.max_pool(x, 3, 1, 'SAME', 'auto')).lower(
+      x).as_text()
+  assert 'reduce_window' in hlo
+
+
+def test_unknown_impl_is_rejected():
+  with pytest.raises(ValueError, match='conv_impl must be one of'):
+    conv_ops.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, 'SAME',
+                    'cudnn')
+
+
+def test_model_logits_do_not_depend_on_conv_impl():
+  from inception import models  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
+  logits = {}
+  for impl in ('xla', 'gemm', 'auto'):
+    model = models.get_model('nin_cifar_tiny', conv_impl=impl)
+    variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+    logits[impl] = jax.jit(model.apply)(variables, x)
+  np.testing.assert_allclose(logits['gemm'], logits['xla'], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(logits['auto'], logits['xla'], rtol=1e-4, atol=1e-5)
