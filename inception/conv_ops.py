@@ -4,15 +4,18 @@
   * ``'xla'``: ``lax.conv_general_dilated`` and ``lax.reduce_window``.
   * ``'gemm'``: im2col convolutions (one matrix multiply over k*k*C_in
     channels; their gradients are matrix multiplies too) and a separable max
-    pool built from shifted maxima.
+    pool built from shifted maxima, with a custom gradient.
   * ``'auto'``: ``'xla'`` on GPU and TPU; on CPU, the faster of the two for
     each layer, chosen from measurements (``benchmarks/README.md``).
 
 On XLA:CPU a convolution runs at a fraction of GEMM speed, most of all its
 weight gradient, and a max pool's gradient goes through select_and_scatter,
 which is several times slower than the pool itself. Both implementations give
-the same numbers up to float rounding (``tests/test_conv_ops.py``).
+the same numbers up to float rounding, max-pool gradients included, ties too
+(``tests/test_conv_ops.py``).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -78,29 +81,76 @@ def conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def max_pool_separable(x, window: int, strides: int, padding):
-  """Max pool as a 1-D running max over rows, then over columns.
+def _running_max(x, axis: int, window: int, strides: int):
+  """1-D max over windows along ``axis``, and the first argmax's tap (int8)."""
+  n = x.shape[axis]
+  span = strides * ((n - window) // strides) + 1
+  y, tap = None, None
+  for i in range(window):
+    t = lax.slice_in_dim(x, i, i + span, strides, axis)
+    if y is None:
+      y, tap = t, jnp.zeros(t.shape, jnp.int8)
+    else:
+      better = t > y  # strict: the first maximum wins a tie, as in XLA
+      y, tap = jnp.where(better, t, y), jnp.where(better, jnp.int8(i), tap)
+  return y, tap
 
-  Its gradient is a chain of elementwise selects rather than XLA's
-  select_and_scatter. Where several inputs tie for a maximum, the gradient
-  is shared among them (a valid subgradient) instead of sent to one.
+
+def _running_max_grad(dy, tap, n: int, axis: int, window: int, strides: int):
+  """Routes ``dy`` back to the argmax of each window (length ``n`` on axis).
+
+  Written as a gather (input position m collects from the windows that hold
+  it at tap i) over ``dy`` spread out by the stride, so XLA fuses it into one
+  elementwise pass instead of a scatter-add per tap.
+  """
+  span = strides * (dy.shape[axis] - 1) + 1
+  spread = [(0, 0, 0)] * dy.ndim
+  spread[axis] = (window - 1, n - span, strides - 1)
+  dy = lax.pad(dy, jnp.zeros((), dy.dtype), spread)
+  tap = lax.pad(tap, jnp.int8(-1), spread)
+  dx = None
+  for i in range(window):
+    start = window - 1 - i
+    part = jnp.where(lax.slice_in_dim(tap, start, start + n, 1, axis) == i,
+                     lax.slice_in_dim(dy, start, start + n, 1, axis), 0)
+    dx = part if dx is None else dx + part
+  return dx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _separable_max(x, window: int, strides: int):
+  return _separable_max_fwd(x, window, strides)[0]
+
+
+def _separable_max_fwd(x, window, strides):
+  # Along W first, then H: ties then go to the first maximum in row-major
+  # order, like XLA's select_and_scatter.
+  cols, tap_w = _running_max(x, 2, window, strides)
+  y, tap_h = _running_max(cols, 1, window, strides)
+  return y, (tap_w, tap_h, x.shape[2], cols.shape[1])
+
+
+def _separable_max_bwd(window, strides, residuals, dy):
+  tap_w, tap_h, width, height = residuals
+  d_cols = _running_max_grad(dy, tap_h, height, 1, window, strides)
+  return (_running_max_grad(d_cols, tap_w, width, 2, window, strides),)
+
+
+_separable_max.defvjp(_separable_max_fwd, _separable_max_bwd)
+
+
+def max_pool_separable(x, window: int, strides: int, padding):
+  """Max pool as a 1-D running max along W, then along H.
+
+  Its gradient goes to the first maximum of each window in row-major order,
+  as XLA's does, through two int8 argmax maps saved in the
+  forward pass: elementwise selects instead of XLA's select_and_scatter, and
+  no float masks kept for the backward pass.
   """
   (pt, pb), (pl, pr) = _pads(x.shape, window, strides, padding)
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)),
               constant_values=-jnp.inf)
-
-  def running_max(x, axis):
-    n = x.shape[axis]
-    out = (n - window) // strides + 1
-    span = strides * (out - 1) + 1
-    taps = [lax.slice_in_dim(x, i, i + span, strides, axis)
-            for i in range(window)]
-    result = taps[0]
-    for t in taps[1:]:
-      result = jnp.maximum(result, t)
-    return result
-
-  return running_max(running_max(x, 1), 2)
+  return _separable_max(x, window, strides)
 
 
 def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):

@@ -162,7 +162,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
       kind = 'dense'
       macs = valid = int(np.prod(params['kernel'].shape) *
                          np.prod(args[0].shape[1:-1]))
-    elif isinstance(mod, nn.BatchNorm):
+    elif isinstance(mod, (layers.BatchNorm, nn.BatchNorm)):
       kind, macs, valid = 'batchnorm', 0, 0
     else:
       return out

@@ -36,11 +36,21 @@ def test_separable_max_pool_equals_reduce_window(stride, padding):
   np.testing.assert_allclose(_grads(sep, x)[0], _grads(xla, x)[0], atol=1e-6)
 
 
-def test_max_pool_gradient_with_ties_is_still_a_subgradient():
-  x = jnp.zeros((1, 4, 4, 1))
-  g = _grads(lambda x: conv_ops.max_pool(x, 3, 1, 'SAME', 'gemm'), x)[0]
-  # sin'(0) = 1 per output, 16 outputs: the gradient mass is conserved.
-  assert float(g.sum()) == pytest.approx(16.0)
+@pytest.mark.parametrize('stride,padding', [
+    (1, 'SAME'), (2, 'SAME'), (2, ((1, 1), (1, 1)))])
+def test_max_pool_gradient_with_ties_goes_where_xla_sends_it(stride, padding):
+  """After a ReLU most windows tie (at 0): the first maximum gets it all."""
+  x = jax.nn.relu(jnp.asarray(np.random.default_rng(0).integers(
+      -2, 3, (2, 9, 10, 3)), jnp.float32))
+  weights = jnp.arange(1.0, 4.0)  # distinct per channel: no cancellation
+  grad = lambda impl: jax.jit(jax.grad(lambda x: jnp.sum(weights * jnp.sin(
+      conv_ops.max_pool(x, 3, stride, padding, impl)))))(x)
+  sep, xla = grad('gemm'), grad('xla')
+  np.testing.assert_allclose(sep, xla, atol=1e-6)
+  # Each window's gradient goes to one input: the mass is conserved.
+  out = conv_ops.max_pool(x, 3, stride, padding, 'xla')
+  assert float(sep.sum()) == pytest.approx(float(jnp.sum(
+      weights * jnp.cos(out))), rel=1e-5)
 
 
 def test_auto_uses_xla_off_cpu(monkeypatch):

@@ -139,3 +139,41 @@ def test_bfloat16_compute_keeps_float32_params():
   variables = block.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   assert block.apply(variables, x).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batchnorm_matches_flax_forward_gradients_and_statistics(dtype):
+  """Our BatchNorm (hand-written backward) against flax.linen.BatchNorm."""
+  x = (3 * jax.random.normal(jax.random.key(0), (4, 5, 6, 7)) + 1).astype(dtype)
+  ours, ref = layers.BatchNorm(dtype=dtype), nn.BatchNorm(
+      use_running_average=False, momentum=0.9, epsilon=1e-5, dtype=dtype)
+  variables = ref.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+  params = {'scale': 1 + 0.1 * jnp.arange(7.), 'bias': 0.1 * jnp.arange(7.)}
+  stats = variables['batch_stats']
+
+  def loss(module):
+    def f(p, x):
+      y, new = module.apply({'params': p, 'batch_stats': stats}, x,
+                            mutable=['batch_stats'])
+      weights = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+      return jnp.sum(nn.relu(y.astype(jnp.float32)) * weights), (y, new)
+    return jax.jit(jax.grad(f, argnums=(0, 1), has_aux=True))
+
+  (gp, gx), (y, new) = loss(ours)(params, x)
+  (rp, rx), (ry, rnew) = loss(ref)(params, x)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  assert y.dtype == ry.dtype == dtype and gx.dtype == dtype
+  np.testing.assert_allclose(np.asarray(y, np.float32),
+                             np.asarray(ry, np.float32), rtol=tol, atol=tol)
+  for a, b in zip(jax.tree.leaves((gp, gx, new)), jax.tree.leaves((rp, rx, rnew))):
+    np.testing.assert_allclose(np.asarray(a, np.float32),
+                               np.asarray(b, np.float32), rtol=tol,
+                               atol=tol * float(jnp.abs(b).max()))
+  # Eval mode normalises with the running statistics, as flax does.
+  running = {'params': params, 'batch_stats': rnew['batch_stats']}
+  np.testing.assert_allclose(
+      layers.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
+      nn.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
+      rtol=1e-5, atol=1e-5)
