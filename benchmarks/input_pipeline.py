@@ -17,7 +17,7 @@ import time
 import ml_collections
 
 from inception import augment, data
-from inception.tf_quiet import tf  # pylint: disable=unused-import
+from inception import tf_quiet
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 
@@ -44,6 +44,7 @@ def main():
   info = data.get_info(config)
   load_s = time.perf_counter() - t
   folder = _rate(data.train_batches(config), args.steps, args.batch_size)
+  tf_quiet.load()  # before tfds imports TF itself
   builder = tfds.ImageFolder(args.root)
   n = builder.info.splits['train'].num_examples
   stream = augment.stream_train_batches(

@@ -14,8 +14,9 @@ import itertools
 import math
 
 import numpy as np
-from inception.tf_quiet import tf  # before tfds, which imports TF
-import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
+import tensorflow_datasets as tfds
+
+from inception.tf_quiet import tf  # imported on first use
 
 # ITU-R 601 luma weights; they sum to exactly 1 so grey->RGB->grey is lossless.
 _LUMA = (0.299, 0.587, 0.114)

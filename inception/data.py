@@ -27,10 +27,9 @@ from typing import Iterator, NamedTuple
 from absl import logging
 import numpy as np
 
-from inception import tf_quiet  # pylint: disable=unused-import
-import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
+import tensorflow_datasets as tfds
 
-from inception import augment
+from inception import augment, tf_quiet
 from inception.errors import UserError
 
 # Split membership must not follow config.seed, so this is a constant.
@@ -270,7 +269,9 @@ def _builder(name: str, data_dir: str | None, mocked: bool):
   """Returns a prepared TFDS builder, failing fast when it can't be had."""
   del mocked  # Only part of the cache key.
   with _quiet_tfds():
-    return _prepared_builder(name, data_dir)
+    builder = _prepared_builder(name, data_dir)
+  tf_quiet.load()  # before tfds reads the data and imports TF itself
+  return builder
 
 
 def _prepared_builder(name: str, data_dir: str | None):
@@ -299,6 +300,7 @@ def _prepared_builder(name: str, data_dir: str | None):
   if not _network_reachable():
     raise UserError(f'TFDS dataset {name!r} is not prepared in {where} and '
                     f'cannot be downloaded (no network); {fix}')
+  tf_quiet.load()  # before tfds imports TF itself
   try:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except

@@ -85,6 +85,7 @@ def validate(config: ml_collections.ConfigDict):
 def setup(config: ml_collections.ConfigDict) -> Experiment:
   """Validates ``config`` and builds the experiment; UserError on bad input."""
   validate(config)
+  model = build.model(config)  # a bad name or option fails before data loads
   info = data.get_info(config)
   if config.model.num_classes != info.num_classes:
     raise UserError(f'the dataset has {info.num_classes} classes but '
@@ -95,7 +96,6 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     raise UserError(f'batch_size={config.batch_size} exceeds the '
                     f'{info.num_train_examples} examples of train_split '
                     f'{config.train_split!r}; lower --config.batch_size')
-  model = build.model(config)
   tx = build.optimizer(config, steps_per_epoch)
   mesh = sharding.make_mesh()
   batch, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)

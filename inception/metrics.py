@@ -102,7 +102,8 @@ def create_writer(workdir: str, is_main: bool):
   clu (and TensorFlow, behind its TensorBoard writer) is imported here, not
   at module import, so that reading metrics (report, notebooks) stays light.
   """
-  from inception import tf_quiet  # pylint: disable=g-import-not-at-top,unused-import
+  from inception import tf_quiet  # pylint: disable=g-import-not-at-top
+  tf_quiet.load()  # before clu imports TF itself
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   metric_writers.MetricWriter.register(JsonlWriter)
   if not is_main:

@@ -1,12 +1,19 @@
-"""TensorFlow, imported once with its start-up banner silenced.
+"""TensorFlow, imported on first use, once, with its start-up banner silenced.
 
-TF serves only the input pipeline and TensorBoard summaries here. At import
-its C++ logging prints CPU-feature and oneDNN notices on stderr before any
-log setting applies, which would break the one-line error promise of the
-entry points; the import runs with file descriptor 2 pointed at /dev/null.
-Python exceptions raised by the import are unaffected.
+TF serves only the input pipeline and TensorBoard summaries here, and its
+import takes about 5 s of CPU: importing it lazily lets a bad flag or config
+fail in about a second. At import its C++ logging prints CPU-feature and
+oneDNN notices on stderr before any log setting applies, which would break
+the one-line error promise of the entry points; the import runs with file
+descriptor 2 pointed at /dev/null. Python exceptions raised by the import are
+unaffected.
+
+Use ``from inception.tf_quiet import tf`` (imports TF at the first attribute
+access), and call ``load()`` before handing control to a library that imports
+TF itself (tensorflow_datasets' readers, clu's summary writer).
 """
 import contextlib
+import functools
 import os
 import sys
 
@@ -25,8 +32,21 @@ def _stderr_to_devnull():
     os.close(devnull)
 
 
-with _stderr_to_devnull():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+@functools.cache
+def load():
+  """Imports TensorFlow quietly, keeps it off the GPU, and returns it."""
+  with _stderr_to_devnull():
+    import tensorflow  # pylint: disable=g-import-not-at-top
+  # tf.data runs on the host only: keep TF off any GPU, which belongs to JAX.
+  tensorflow.config.set_visible_devices([], 'GPU')
+  return tensorflow
 
-# tf.data runs on the host only: keep TF off any GPU, which belongs to JAX.
-tf.config.set_visible_devices([], 'GPU')
+
+class _LazyTensorFlow:
+  """Stands in for the ``tensorflow`` module until an attribute is used."""
+
+  def __getattr__(self, name):
+    return getattr(load(), name)
+
+
+tf = _LazyTensorFlow()
