@@ -14,7 +14,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The one small run most end-to-end tests share (same program, compiled once):
-# GoogLeNet-CIFAR at 1/8 width on the embedded digits, 8 steps of batch 64.
+# tests/tiny_config.py (the quickstart's digits with a tiny NiN), 8 steps of
+# batch 64.
+CONFIG = 'tests/tiny_config.py'
+# Params and MACs per image of tests/tiny_config.py's model, pinned.
+TINY_PARAMS, TINY_MACS = 4_324, 70_368
 QUICK_OVERRIDES = {
     'num_train_steps': 8, 'log_every_steps': 1, 'checkpoint_every_steps': 4,
     'eval_every_epochs': 0.0,
@@ -22,9 +26,9 @@ QUICK_OVERRIDES = {
 
 
 def quick_config(**overrides):
-  """configs/quickstart.py with QUICK_OVERRIDES and ``overrides`` applied."""
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
-  config = quickstart.get_config()
+  """tests/tiny_config.py with QUICK_OVERRIDES and ``overrides`` applied."""
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
   config.update({**QUICK_OVERRIDES, **overrides})
   return config
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, quick_config
+from conftest import CONFIG, REPO, quick_config
 from inception import train
 
 QUICK = 'configs/quickstart.py'
@@ -127,12 +127,12 @@ def test_foreign_checkpoint_is_refused_and_kept(tmp_path):
   train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
   proc = subprocess.run(
-      [sys.executable, 'train.py', '--config', QUICK, '--workdir', workdir,
-       '--config.model.width=0.25'], cwd=REPO, text=True, capture_output=True,
+      [sys.executable, 'train.py', '--config', CONFIG, '--workdir', workdir,
+       '--config.model.width=2.0'], cwd=REPO, text=True, capture_output=True,
       timeout=300)
   lines = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  assert 'model.width=0.125, config asks for 0.25' in lines[0]
+  assert 'model.width=1.0, config asks for 2.0' in lines[0]
   assert '--config.init_from=' in lines[0] and 'fresh --workdir' in lines[0]
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
   shutil.rmtree(workdir)

@@ -14,12 +14,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import (REPO, assert_same_state, cli_overrides, final_state,
-                      quick_config, record_steps, records)
+from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
+                      final_state, quick_config, record_steps, records)
 from inception import checkpoint, sharding, train
 from inception.errors import TrainingError
 
-TRAIN = [sys.executable, 'train.py', '--config', 'configs/quickstart.py']
+TRAIN = [sys.executable, 'train.py', '--config', CONFIG]
 
 
 def _wait(predicate, timeout=180, interval=0.005):

@@ -8,8 +8,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import (assert_same_state, cli_overrides, final_state,
-                      quick_config, records, run_cli)
+from conftest import (CONFIG, TINY_MACS, TINY_PARAMS, assert_same_state,
+                      cli_overrides, final_state, quick_config, records,
+                      run_cli)
 from inception import data, evaluate, train
 
 _records = records
@@ -42,9 +43,24 @@ def test_train_writes_workdir(straight_run):
   assert sorted(losses) == list(range(1, 9))
   assert losses[8] < losses[1]
   assert 0.0 <= summary['final_eval_accuracy'] <= 1.0
-  assert summary['params'] == 94_578 and summary['macs'] == 1_423_232
+  assert summary['params'] == TINY_PARAMS and summary['macs'] == TINY_MACS
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-    assert json.load(f)['model']['name'] == 'googlenet_cifar'
+    assert json.load(f)['model']['name'] == 'nin_cifar_tiny'
+
+
+def test_quickstart_googlenet_trains_and_evaluates(tmp_path):
+  """The shipped quickstart itself (GoogLeNet-CIFAR at 1/8 width), briefly."""
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.update(num_train_steps=6, log_every_steps=1, eval_every_epochs=0.0,
+                checkpoint_every_steps=6)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['status'] == 'done' and summary['step'] == 6
+  assert summary['params'] == 94_578 and summary['macs'] == 1_423_232
+  losses = _records(str(tmp_path), 'train/loss')
+  assert sorted(losses) == list(range(1, 7)) and losses[6] < losses[1]
+  result = evaluate.evaluate_checkpoint(config, str(tmp_path))
+  assert result['accuracy'] == summary['final_eval_accuracy']
 
 
 def test_eval_reproduces_final_metrics(straight_run):
@@ -73,7 +89,7 @@ def test_resume_equals_uninterrupted_run(straight_run, tmp_path):
 
 def test_four_devices_match_one_device(straight_run, tmp_path):
   """Same global batch on 4 forced host devices: the same loss curve."""
-  out = run_cli('train.py', '--config', 'configs/quickstart.py', '--workdir',
+  out = run_cli('train.py', '--config', CONFIG, '--workdir',
                 str(tmp_path), *cli_overrides(),
                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert out.returncode == 0, out.stderr[-3000:]
@@ -83,7 +99,7 @@ def test_four_devices_match_one_device(straight_run, tmp_path):
 
 
 def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
-  out = run_cli('train.py', '--config', 'configs/quickstart.py', '--workdir',
+  out = run_cli('train.py', '--config', CONFIG, '--workdir',
                 str(tmp_path), '--config.batch_size=30',
                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert out.returncode == 2
@@ -106,7 +122,7 @@ def test_two_processes_with_gloo_match_one(straight_run, tmp_path):
   from conftest import REPO  # pylint: disable=g-import-not-at-top
   address = f'127.0.0.1:{_free_port()}'
   procs = [subprocess.Popen(
-      [sys.executable, 'train.py', '--config', 'configs/quickstart.py',
+      [sys.executable, 'train.py', '--config', CONFIG,
        '--workdir', str(tmp_path), *cli_overrides(),
        f'--coordinator_address={address}', '--num_processes=2',
        f'--process_id={i}'], cwd=REPO, text=True, stdout=subprocess.PIPE,
