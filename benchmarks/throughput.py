@@ -184,6 +184,16 @@ def measure(args):
     runners[name] = jax_runner(_with_impl(config, impl),
                                jax.tree.map(jnp.copy, variables), batch)
   del variables
+  step_flops = {name: train_flops for name in names}
+  if args.vs_naive:  # the naive network, same batch, timed in the same rounds
+    naive_config = config.copy_and_resolve_references()
+    naive_config.model.update(flops.naive_overrides(config.model.name))
+    naive_model = build.model(naive_config)
+    naive_macs = flops.analyze(naive_model, shape, xla=False).macs
+    names.append(f'jax {args.dtype} naive')
+    step_flops[names[-1]] = 3 * 2 * naive_macs
+    runners[names[-1]] = jax_runner(naive_config, models.init_variables(
+        naive_model, shape, jax.random.key(config.seed)), batch)
   t = time.perf_counter()
   runners[names[0]]()
   compile_s = time.perf_counter() - t
@@ -224,11 +234,20 @@ def measure(args):
   for name, ts in times.items():
     step_s = statistics.median(ts)
     ips = b / step_s
+    per_image = step_flops.get(name, train_flops)
     results[name] = {'step_ms': 1e3 * step_s, 'images_per_s': ips,
-                   'min_step_ms': 1e3 * min(ts), 'max_step_ms': 1e3 * max(ts),
-                   'model_gflops_per_s': train_flops * ips / 1e9,
-                   'mfu': train_flops * ips / peak}
+                     'min_step_ms': 1e3 * min(ts),
+                     'max_step_ms': 1e3 * max(ts),
+                     'model_gflops_per_s': per_image * ips / 1e9,
+                     'mfu': per_image * ips / peak}
   jax_ips = results[names[0]]['images_per_s']
+  naive = {}
+  if args.vs_naive:
+    naive = {'naive_macs_per_image': naive_macs,
+             'macs_ratio': naive_macs / report.macs,
+             'speedup_over_naive': jax_ips / results[names[-1]]['images_per_s']}
+    naive['speedup_over_macs_ratio'] = (naive['speedup_over_naive'] /
+                                        naive['macs_ratio'])
   stats = jax.devices()[0].memory_stats() or {}
   return {
       'model': args.model, 'bottleneck': config.model.bottleneck,
@@ -249,7 +268,9 @@ def measure(args):
           name: jax_ips / r['images_per_s'] for name, r in results.items()
           if name.startswith('torch')},
       'jax_over_first_impl_images_per_s': {
-          name: results[name]['images_per_s'] / jax_ips for name in names[1:]},
+          name: results[name]['images_per_s'] / jax_ips for name in names[1:]
+          if not name.endswith('naive')},
+      **naive,
       'max_rss_mb_after_jax_warmup': rss_jax,
       'max_rss_mb': max_rss_mb(),
       'device_peak_bytes_in_use': stats.get('peak_bytes_in_use'),
@@ -282,6 +303,10 @@ def print_result(r):
   for name, ratio in r.get('jax_over_first_impl_images_per_s', {}).items():
     print(f"{name} / jax ({r['conv_impl'].split(',')[0]}) images/s:"
           f" {ratio:.2f}x")
+  if 'macs_ratio' in r:
+    print(f"bottleneck / naive images/s: {r['speedup_over_naive']:.2f}x, for"
+          f" {r['macs_ratio']:.2f}x fewer MACs: {r['speedup_over_macs_ratio']:.2f}"
+          ' of the MACs ratio')
   mem = f"peak RSS {r['max_rss_mb']:.0f} MB"
   if r['impls'].keys() - {f"jax {r['dtype']}"}:
     mem += (f" (JAX alone, after warm-up:"
@@ -323,7 +348,7 @@ def run_all(args):
       print(f"| {r['model']} | {r['bottleneck']} | {r['width']} | failed"
             f" (exit {r['error']}) |")
       continue
-    jx = r['impls'][f"jax {r['dtype']}"]
+    jx = next(v for k, v in r['impls'].items() if k.startswith('jax'))
     tf = r['impls'].get('torch float32')
     tb = r['impls'].get('torch bf16 autocast')
     ratio = r['jax_over_torch_images_per_s']
@@ -362,6 +387,9 @@ def main():
                       help='GEMM peak samples, spread over the steps')
   parser.add_argument('--torch', action='store_true',
                       help='also time the PyTorch twin, fp32 and bf16 autocast')
+  parser.add_argument('--vs_naive', action='store_true',
+                      help='also time the naive network (no 1x1 reductions)'
+                      ' at the same batch: speed-up against the MACs ratio')
   parser.add_argument('--json', action='store_true')
   parser.add_argument('--all', action='store_true',
                       help='the standard matrix (MATRIX), bottleneck and naive;'

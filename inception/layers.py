@@ -1,4 +1,4 @@
-"""Layers: GEMM 1x1 convolution, BatchNorm, ConvBN, NiN mlpconv, Inception block.
+"""Layers: GEMM 1x1 conv, BatchNorm, ConvBN, NiN mlpconv, Inception block.
 
 All modules are Flax Linen, NHWC. ``dtype`` is the compute dtype (e.g.
 ``jnp.bfloat16``); parameters stay in ``param_dtype`` (float32).
