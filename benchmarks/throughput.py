@@ -88,6 +88,8 @@ def load_config(args):
   if 'pool_proj' in config.model:
     config.model.pool_proj = (args.bottleneck if args.pool_proj is None
                               else args.pool_proj)
+  if args.separable:
+    config.model.separable = True
   if args.width is not None:
     config.model.width = args.width
   if args.batch_size is not None:
@@ -372,6 +374,8 @@ def main():
   parser.add_argument('--bottleneck', type=_bool, default=True)
   parser.add_argument('--pool_proj', type=_bool, default=None,
                       help='GoogLeNet; default: same as --bottleneck (naive)')
+  parser.add_argument('--separable', type=_bool, default=False,
+                      help='GoogLeNet: depthwise-separable 3x3/5x5 branches')
   parser.add_argument('--dtype', default='float32',
                       choices=['float32', 'bfloat16'])
   parser.add_argument('--conv_impl', default='auto',

@@ -22,6 +22,7 @@ def get_config():
   config.model.num_classes = 1000  # ILSVRC-2012 classes.
   config.model.pool_proj = True  # False: the max-pool branch is not projected by a 1x1.
   config.model.aux_logits = True  # The two auxiliary classifiers on 4a and 4d.
+  config.model.separable = False  # True: 3x3/5x5 branches are depthwise kxk + pointwise 1x1.
   config.model.use_bn = False  # The paper's network has no BatchNorm.
   config.dataset = 'imagenet2012'  # Prepared TFDS data; streamed, one shard per host.
   config.train_split = 'train'  # The full training set.

@@ -37,6 +37,7 @@ def get_config(arg: str = ''):
   config.model.name = 'googlenet_cifar'
   config.model.pool_proj = True  # False: the max-pool branch is not projected by a 1x1.
   config.model.aux_logits = False  # No auxiliary classifiers at CIFAR scale.
+  config.model.separable = False  # True: 3x3/5x5 branches are depthwise kxk + pointwise 1x1.
   if 'naive' in args:
     config.model.bottleneck = False  # 3x3/5x5 branches read the block input.
     config.model.pool_proj = False  # Fig. 2(a): the pool branch passes through.

@@ -81,6 +81,43 @@ def conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
+def depthwise_shifted(x, kernel, strides: int, padding):
+  """Depthwise NHWC x (k, k, 1, C) convolution as a sum of k*k shifted products.
+
+  Each tap is one elementwise multiply-add that XLA fuses with its
+  neighbours, forward and backward; the weight gradient is k*k per-channel
+  reductions. XLA:CPU's grouped convolution has no such fast path.
+  """
+  k = kernel.shape[0]
+  (pt, pb), (pl, pr) = _pads(x.shape, k, strides, padding)
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  n, h, w, _ = x.shape
+  ho, wo = (h - k) // strides + 1, (w - k) // strides + 1
+  y = None
+  for i in range(k):
+    for j in range(k):
+      tap = x[:, i:i + strides * (ho - 1) + 1:strides,
+              j:j + strides * (wo - 1) + 1:strides, :] * kernel[i, j, 0]
+      y = tap if y is None else y + tap
+  return y
+
+
+def depthwise_conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
+  """Depthwise convolution (one kxk filter per channel), HWIO kernel (k, k, 1, C).
+
+  ``'gemm'`` (and ``'auto'`` on CPU) sums shifted products
+  (``depthwise_shifted``); ``'xla'`` is ``lax.conv_general_dilated`` with
+  ``feature_group_count = C``.
+  """
+  _check(impl)
+  if impl == 'gemm' or (impl == 'auto' and _on_cpu()):
+    return depthwise_shifted(x, kernel, strides, padding)
+  return lax.conv_general_dilated(
+      x, kernel, (strides, strides), padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1])
+
+
 def _running_max(x, axis: int, window: int, strides: int):
   """1-D max over windows along ``axis``, and the first argmax's tap (int8)."""
   n = x.shape[axis]

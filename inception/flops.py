@@ -111,12 +111,19 @@ def _valid_taps(n: int, k: int, stride: int, pad_lo: int, out: int) -> int:
 
 
 def _conv_row(module, x, y, kernel) -> tuple[str, int, int]:
+  """(kind, MACs, MACs off the zero padding) of one convolution layer.
+
+  A depthwise kernel is (k, k, 1, C): k*k*C MACs per output pixel.
+  """
   kh, kw, cin, cout = kernel.shape
   out_h, out_w = y.shape[1:3]
   macs = out_h * out_w * kh * kw * cin * cout
   if kh == 1 and kw == 1:
     return 'conv1x1', macs, macs
-  padding = module.padding
+  kind = f'conv{kh}x{kw}'
+  if isinstance(module, layers.DepthwiseConv):
+    kind = f'depthwise{kh}x{kw}'
+  padding = getattr(module, 'padding', None)
   if padding is None:
     padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
   elif isinstance(padding, str):
@@ -124,7 +131,7 @@ def _conv_row(module, x, y, kernel) -> tuple[str, int, int]:
                                   (module.strides,) * 2, padding)
   valid = (_valid_taps(x.shape[1], kh, module.strides, padding[0][0], out_h) *
            _valid_taps(x.shape[2], kw, module.strides, padding[1][0], out_w))
-  return f'conv{kh}x{kw}', macs, valid * cin * cout
+  return kind, macs, valid * cin * cout
 
 
 def _size(tree) -> int:
@@ -156,7 +163,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
       blocks[path] = Block(path, type(mod).__name__, tuple(out.shape[1:]),
                            getattr(mod, 'widths', None))
     params = mod.variables.get('params', {})
-    if isinstance(mod, (layers.Conv1x1, layers.ConvKxK)):
+    if isinstance(mod, (layers.Conv1x1, layers.ConvKxK, layers.DepthwiseConv)):
       kind, macs, valid = _conv_row(mod, args[0], out, params['kernel'])
     elif isinstance(mod, nn.Dense):
       kind = 'dense'

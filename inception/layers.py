@@ -89,6 +89,33 @@ class ConvKxK(nn.Module):
     return y if bias is None else y + bias
 
 
+class DepthwiseConv(nn.Module):
+  """Depthwise kxk convolution: one filter per input channel, no channel mixing.
+
+  The kernel has ``nn.Conv(C, (k, k), feature_group_count=C)``'s layout
+  ``(k, k, 1, C)``. Padding is symmetric ``k // 2``. No bias: in this
+  codebase it is always followed by a pointwise (1x1) layer, whose bias or
+  BatchNorm offset absorbs it. See ``conv_ops.depthwise_conv2d`` for
+  ``conv_impl``.
+  """
+  kernel_size: int
+  strides: int = 1
+  conv_impl: str = 'auto'
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = conv_init
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init, (k, k, 1, x.shape[-1]),
+                        self.param_dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    pads = ((k // 2, k // 2), (k // 2, k // 2))
+    return conv_ops.depthwise_conv2d(x, kernel, self.strides, pads,
+                                     self.conv_impl)
+
+
 def _batch_stats(x):
   """Per-channel mean and (biased) variance over every axis but the last."""
   axes = tuple(range(x.ndim - 1))
@@ -264,11 +291,20 @@ class InceptionBlock(nn.Module):
     pool_proj: if False, the max-pool branch passes the input through
       unprojected. ``bottleneck=False, pool_proj=False`` is the naive module of
       Fig. 2(a).
+    separable: if True, every 3x3 and 5x5 branch convolution is depthwise
+      separable (Chollet 2017): a depthwise kxk convolution
+      (``<branch>_depthwise``), then a pointwise 1x1 to the same output width
+      (``<branch>``). BatchNorm and ReLU follow the pointwise layer only, as
+      in Xception: the depthwise and pointwise layers together are one
+      factored linear map, and Xception's ablation (its section 4.7) found
+      that a non-linearity between them trains slower and generalises worse.
+      With ``bottleneck`` the branch is reduce 1x1, depthwise kxk, pointwise.
     use_bn: BatchNorm after every convolution.
   """
   widths: InceptionWidths
   bottleneck: bool = True
   pool_proj: bool = True
+  separable: bool = False
   use_bn: bool = True
   conv_impl: str = 'auto'
   dtype: Dtype | None = None
@@ -281,15 +317,18 @@ class InceptionBlock(nn.Module):
       return ConvBN(features, k, use_bn=self.use_bn, conv_impl=self.conv_impl,
                     dtype=self.dtype, name=name)
 
+    def spatial(x, reduce, features, k, name):
+      if self.bottleneck:
+        x = conv(reduce, 1, f'{name}_reduce')(x, train)
+      if self.separable:
+        x = DepthwiseConv(k, conv_impl=self.conv_impl, dtype=self.dtype,
+                          name=f'{name}_depthwise')(x)
+        k = 1  # the pointwise layer
+      return conv(features, k, name)(x, train)
+
     b1 = conv(w.c1x1, 1, 'branch1x1')(x, train)
-    b3 = x
-    if self.bottleneck:
-      b3 = conv(w.c3x3_reduce, 1, 'branch3x3_reduce')(b3, train)
-    b3 = conv(w.c3x3, 3, 'branch3x3')(b3, train)
-    b5 = x
-    if self.bottleneck:
-      b5 = conv(w.c5x5_reduce, 1, 'branch5x5_reduce')(b5, train)
-    b5 = conv(w.c5x5, 5, 'branch5x5')(b5, train)
+    b3 = spatial(x, w.c3x3_reduce, w.c3x3, 3, 'branch3x3')
+    b5 = spatial(x, w.c5x5_reduce, w.c5x5, 5, 'branch5x5')
     bp = max_pool(x, 3, 1, 'SAME', self.conv_impl)
     if self.pool_proj:
       bp = conv(w.pool_proj, 1, 'pool_proj')(bp, train)

@@ -105,9 +105,14 @@ class AuxHead(nn.Module):
 
 
 class _InceptionStack(nn.Module):
-  """Shared body of both GoogLeNets: modules 3a-5b with pools between them."""
+  """Shared body of both GoogLeNets: modules 3a-5b with pools between them.
+
+  ``bottleneck``, ``pool_proj`` and ``separable`` are the Inception module's
+  options (``layers.InceptionBlock``); they leave the stem unchanged.
+  """
   bottleneck: bool = True
   pool_proj: bool = True
+  separable: bool = False
   width: float = 1.0
   use_bn: bool = True
   aux_logits: bool = False
@@ -119,8 +124,8 @@ class _InceptionStack(nn.Module):
   def inception(self, x, stage, train):
     return InceptionBlock(
         TABLE1[stage].scaled(self.width), self.bottleneck, self.pool_proj,
-        use_bn=self.use_bn, conv_impl=self.conv_impl, dtype=self.dtype,
-        name=f'inception_{stage}')(x, train)
+        self.separable, use_bn=self.use_bn, conv_impl=self.conv_impl,
+        dtype=self.dtype, name=f'inception_{stage}')(x, train)
 
   def stages(self, x, train):
     for stage in ('3a', '3b', '4a', '4b', '4c', '4d', '4e', '5a', '5b'):
@@ -193,11 +198,13 @@ class ModelSpec:
 
   ``width_scale`` multiplies the ``width`` option, so a tiny variant at
   ``width=0.5`` is half as wide as the tiny variant at ``width=1``.
+  ``defaults`` are (option, value) pairs a variant sets unless overridden.
   """
   cls: type
   input_shape: tuple[int, int, int]
   description: str
   width_scale: float = 1.0
+  defaults: tuple[tuple[str, Any], ...] = ()
 
 
 MODELS = {
@@ -211,6 +218,14 @@ MODELS = {
     'googlenet_cifar_tiny': ModelSpec(GoogLeNetCIFAR, (32, 32, 3),
                                       'GoogLeNet-CIFAR at 1/16 width',
                                       width_scale=1 / 16),
+    'googlenet_separable': ModelSpec(
+        GoogLeNet, (224, 224, 3),
+        'GoogLeNet, depthwise-separable 3x3/5x5 branches',
+        defaults=(('separable', True),)),
+    'googlenet_cifar_separable': ModelSpec(
+        GoogLeNetCIFAR, (32, 32, 3),
+        'GoogLeNet-CIFAR, depthwise-separable 3x3/5x5 branches',
+        defaults=(('separable', True),)),
 }
 
 
@@ -245,6 +260,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
   if unknown:
     raise UserError(f'model {name!r} has no option {unknown[0]!r}; its options'
                     f' are: {", ".join(valid)}')
+  kwargs = {**dict(spec.defaults), **kwargs}
   kwargs['width'] = kwargs.get('width', 1.0) * spec.width_scale
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])

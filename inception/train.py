@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from inception import checkpoint, data, evaluate, experiment, metrics, sharding
+from inception import (checkpoint, data, evaluate, experiment, metrics,
+                       provenance, sharding)
 from inception.errors import TrainingError
 
 CONFIG_FILE = 'config.json'
@@ -237,6 +238,7 @@ def train_and_evaluate(config, workdir: str,
       'compile_time_s': meta.get('compile_time_s'),
       'seed': config.seed, 'devices': jax.device_count(),
       'processes': jax.process_count(),
+      **provenance.provenance(),
   }
   if is_main and status == 'done':
     _save_json(os.path.join(workdir, SUMMARY_FILE), summary)

@@ -15,6 +15,8 @@ PINNED_PARAMS = {
     'googlenet': 6_998_552,
     'googlenet_cifar': 5_871_914,
     'googlenet_cifar_tiny': 24_823,
+    'googlenet_separable': 3_786_200,
+    'googlenet_cifar_separable': 2_659_562,
 }
 
 
