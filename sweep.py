@@ -13,7 +13,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from inception import cli, sweep
+from inception import cli, report, sweep
 
 config_flags.DEFINE_config_file('config', None, 'Base experiment config.',
                                 lock_config=True)
@@ -31,7 +31,10 @@ def main(argv):
   config_arg = config_flags.get_config_filename(FLAGS['config'])
   results = sweep.main(FLAGS.config, config_arg, FLAGS.sweep, FLAGS.workdir,
                        extra, FLAGS.parallel, FLAGS.dry_run)
-  if results and 'failed' in results.values():
+  if results is None:  # dry run
+    return
+  print(report.format_summary(report.write_report(FLAGS.workdir)))
+  if 'failed' in results.values():
     sys.exit(1)  # every other run finished and the report is written
 
 

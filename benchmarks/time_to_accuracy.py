@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from inception import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def evals(workdir: str) -> list[dict]:
@@ -24,7 +24,7 @@ def evals(workdir: str) -> list[dict]:
   return [{'step': r['step'], 'wall_s': r['eval/wall_time_s'],
            'accuracy': r['eval/accuracy']}
           for r in metrics.read_jsonl(os.path.join(workdir,
-                                                   metrics.METRICS_FILE))
+                                                   workdir_lib.METRICS))
           if 'eval/wall_time_s' in r]
 
 

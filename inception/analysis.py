@@ -2,23 +2,29 @@
 
 Everything the notebook shows is computed here, so that it is tested like
 any code: sweep tables and plots, per-layer MACs of the bottleneck and naive
-variants, restoring a run, and what a 1x1 reduction does to feature maps.
+variants, restoring a run, what a 1x1 reduction does to feature maps, and
+how much of its input's variance each trained reduction keeps against PCA.
 """
-import json
 import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from inception import (build, checkpoint, data, experiment, flops, layers,
-                       report, steps)
+                       report, steps, workdir)
 
-load_sweep = report.load_runs
-plot_pareto = report.plot_pareto
-plot_curves = report.plot_curves
+# The published ablation, found from the package, not the working directory
+# (Jupyter starts notebooks in notebooks/).
+DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'results', 'cifar10_ablation')
+
+
+def load_arms(sweep_dir: str):
+  """``(runs, arms)`` of a sweep directory (``inception.report``)."""
+  runs = report.load_runs(sweep_dir)
+  return runs, report.arms(runs)
 
 
 def results_markdown(sweep_dir: str) -> str:
@@ -30,10 +36,11 @@ def results_markdown(sweep_dir: str) -> str:
     return f.read()
 
 
-def run_config(run_dir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run saved in its workdir."""
-  with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+def has_checkpoint(run_dir: str) -> bool:
+  """Whether the run kept checkpoints (published results ship none)."""
+  directory = workdir.path(run_dir, workdir.CHECKPOINTS)
+  return os.path.isdir(directory) and any(
+      name.isdigit() for name in os.listdir(directory))
 
 
 def layer_macs(config) -> tuple[list[str], list[int], list[int]]:
@@ -64,7 +71,7 @@ def plot_layer_macs(config, ax):
 
 def restore(run_dir: str, step: int | None = None):
   """``(experiment, state)`` of a run's latest (or ``step``) checkpoint."""
-  config = run_config(run_dir)
+  config = workdir.load_config(run_dir)
   exp = experiment.setup(config)
   ckpt = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
   try:
@@ -171,3 +178,83 @@ def plot_weight_matrix(weights, ax, fig, title: str = ''):
   ax.set_ylabel('output channel')
   ax.set_title(title or 'weights of the 1x1 reduction')
   fig.colorbar(im, ax=ax)
+
+
+def _projection_kept(cov, weights) -> float:
+  """Fraction of tr(cov) inside the column space of ``weights`` [C_in, r]."""
+  q, _ = np.linalg.qr(weights)
+  return float(np.trace(q.T @ cov @ q) / np.trace(cov))
+
+
+def reduction_variance(exp, state, images) -> list[dict]:
+  """What every trained 1x1 reduction keeps of its input, against PCA.
+
+  A 1x1 reduction from C_in to r channels is a learned linear projection of
+  each pixel's channel vector (then BatchNorm and ReLU). On ``images``, for
+  each such layer: the singular values of its weight matrix, the
+  fraction of the input channels' variance that lies in the subspace its
+  weights project onto, and the same fraction for PCA at rank r, the most
+  any rank-r linear projection can keep. Every 1x1 layer with fewer outputs
+  than inputs counts: GoogLeNet's ``*_reduce`` (and narrower ``branch1x1``
+  and ``pool_proj``) layers, NiN's cccp layers.
+
+  Returns:
+    One dict per reduction: ``path``, ``block``, ``c_in``, ``c_out``,
+    ``singular_values``, ``kept`` and ``pca_kept`` (fractions in [0, 1]).
+  """
+  paths = reduction_layers(exp, state)
+  inputs = {}
+
+  def interceptor(next_fun, args, kwargs, context):
+    path = '/'.join(context.module.scope.path)
+    if path in paths and context.method_name == '__call__':
+      inputs[path] = args[0]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    _apply(exp, state, images)
+  rows = []
+  for path in paths:
+    x = np.asarray(inputs[path], np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    cov = np.cov(x, rowvar=False)
+    params = state.params
+    for part in path.split('/'):
+      params = params[part]
+    w = np.asarray(params['conv']['kernel'], np.float64)[0, 0]  # [C_in, r]
+    eig = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    r = w.shape[1]
+    rows.append({'path': path, 'block': path.split('/')[0],
+                 'c_in': w.shape[0], 'c_out': r,
+                 'singular_values': np.linalg.svd(w, compute_uv=False),
+                 'kept': _projection_kept(cov, w),
+                 'pca_kept': float(eig[:r].sum() / eig.sum())})
+  return rows
+
+
+def plot_reduction_variance(rows, ax):
+  """Variance kept by each reduction and by PCA at the same rank, per layer."""
+  x = np.arange(len(rows))
+  ax.bar(x - 0.2, [r['kept'] for r in rows], 0.4, label='trained 1x1 reduction')
+  ax.bar(x + 0.2, [r['pca_kept'] for r in rows], 0.4,
+         label='PCA at the same rank (optimum)')
+  names = [f"{r['path'].split('/')[0].removeprefix('inception_')} "
+           f"{r['path'].split('/')[-1].removeprefix('branch')}"
+           f" {r['c_in']}->{r['c_out']}" for r in rows]
+  ax.set_xticks(x, names, rotation=60, ha='right', fontsize=7)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("fraction of the input's variance")
+  ax.set_title('What each 1x1 reduction keeps of its input')
+  ax.legend(fontsize='small')
+
+
+def plot_singular_values(rows, ax):
+  """Normalised singular values of each reduction's weights, one line each."""
+  for r in rows:
+    sv = r['singular_values']
+    ax.plot(np.arange(1, len(sv) + 1), sv / sv[0], alpha=0.6,
+            label=r['path'].split('/')[0].removeprefix('inception_'))
+  ax.set_xlabel('index')
+  ax.set_ylabel('singular value / largest')
+  ax.set_title('Spectra of the reduction weights')
+  ax.grid(True, alpha=0.3)

@@ -13,9 +13,10 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from inception import workdir as workdir_lib
 from inception.errors import TrainingError, UserError
 
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = workdir_lib.CHECKPOINTS
 
 
 def model_signature(config) -> dict:

@@ -1,5 +1,4 @@
 """Shared entry-point plumbing: one-line errors, configs saved in workdirs."""
-import json
 import logging as std_logging
 import os
 import re
@@ -11,6 +10,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections.config_flags import config_flags
 
+from inception import workdir as workdir_lib
 from inception.errors import TrainingError, UserError
 
 
@@ -82,12 +82,7 @@ def one_line(e: BaseException) -> str:
 
 def workdir_config(flag_values, name: str, workdir: str
                    ) -> ml_collections.ConfigDict:
-  """The ``--config`` flag when given, else the run's ``workdir/config.json``."""
+  """The ``--config`` flag when given, else the config saved in ``workdir``."""
   if flag_values[name].value is not None:
     return flag_values[name].value
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise UserError(f'{workdir} has no config.json; pass --config or the '
-                    'workdir of a training run')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return workdir_lib.load_config(workdir)

@@ -1,15 +1,13 @@
 """Evaluation: one pass over a split, and re-evaluation of a saved checkpoint."""
-import json
 import os
 import time
 
 import jax
 import numpy as np
 
-from inception import checkpoint, data, experiment, sharding
+from inception import (checkpoint, data, experiment, sharding,
+                       workdir as workdir_lib)
 from inception.errors import UserError
-
-EVAL_FILE = 'eval.json'
 
 
 def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
@@ -86,8 +84,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
             'params': cost.params, 'macs': cost.macs,
             'class_names': list(exp.info.class_names)}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, EVAL_FILE), 'w', encoding='utf-8') as f:
-      json.dump(result, f, indent=2)
+    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.EVAL), result)
   return result
 
 

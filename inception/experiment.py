@@ -4,8 +4,6 @@ Shared by training (``inception.train``) and evaluation (``inception.evaluate``)
 so that both compile the same model and steps with the same shardings.
 """
 import dataclasses
-import fcntl
-import os
 from typing import Any, Callable
 
 import jax
@@ -116,40 +114,3 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
                     build.total_steps(config, steps_per_epoch), tx, train_step,
                     eval_step)
 
-
-def prepare_workdir(workdir: str) -> str:
-  """Creates ``workdir`` and checks it is writable; returns its absolute path."""
-  if not workdir:
-    raise UserError('--workdir is required')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'cannot create workdir {workdir} ({e.strerror}); choose '
-                    'another --workdir') from None
-  probe = os.path.join(workdir, f'.write_test.{os.getpid()}')
-  try:  # os.access is not enough: it ignores read-only mounts and quotas.
-    with open(probe, 'w', encoding='utf-8') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'workdir {workdir} is not writable ({e.strerror}); '
-                    'choose another --workdir or fix its permissions') from None
-  return workdir
-
-
-def lock_workdir(workdir: str):
-  """Holds an exclusive lock on ``workdir`` for this process's lifetime.
-
-  Two processes training the same workdir would corrupt each other's
-  checkpoints and metrics; the OS drops the lock when the process dies, even
-  from kill -9. Each JAX process of a multi-host run has its own lock file.
-  """
-  f = open(os.path.join(workdir, f'.lock.{jax.process_index()}'), 'w')
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.close()
-    raise UserError(f'{workdir} is in use by another training process; wait '
-                    'for it to finish or choose another --workdir') from None
-  return f

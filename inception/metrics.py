@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 import tqdm
 
-METRICS_FILE = 'metrics.jsonl'
+from inception import workdir as workdir_lib
+
 
 
 def _plain(value):
@@ -109,7 +110,7 @@ def create_writer(workdir: str, is_main: bool):
   if not is_main:
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter([
-      JsonlWriter(os.path.join(workdir, METRICS_FILE)),
+      JsonlWriter(workdir_lib.path(workdir, workdir_lib.METRICS)),
       metric_writers.SummaryWriter(workdir),
   ])
 

@@ -1,11 +1,18 @@
-"""Sweep report: results.csv / results.md, pareto.png and curves.png.
+"""Sweep report: per-run and per-arm tables with statistics, and three plots.
 
-  python -m inception.report runs/ablation
+  python -m inception.report results/cifar10_ablation [--reference bottleneck]
 
-One row per run (its overrides, params and MACs per image, final and best
-eval accuracy, train time, images/s, seed, status), a mean ± std table over
-seeds, eval accuracy against MACs (log scale), and eval accuracy curves.
+Runs are grouped into arms by their overrides, every one but the seed: from
+the sweep's manifest (``sweep.json``) when there is one, otherwise from the
+runs' own ``config.json`` (every field that differs between runs), so runs
+started from ``--dry_run`` commands on a cluster group the same way.
+
+Writes ``results.csv`` (one row per run), ``results.md`` (arms: mean ± std,
+95% CI, params, MACs, training FLOPs, images/s; each arm against the
+reference arm: difference, 95% CI, Welch's p, one sentence; branch widths;
+provenance), ``pareto.png``, ``curves.png`` and ``time.png``.
 """
+import argparse
 import csv
 import dataclasses
 import json
@@ -13,12 +20,17 @@ import math
 import os
 import sys
 
-import numpy as np
+import ml_collections
 
-from inception import metrics, sweep
+from inception import budget, build, metrics, plots, stats
+from inception import workdir as workdir_lib
+from inception.errors import UserError
 
-COLUMNS = ('run', 'status', 'seed', 'params', 'macs', 'final_accuracy',
-           'best_accuracy', 'train_time_s', 'images_per_s', 'error')
+COLUMNS = ('run', 'arm', 'status', 'seed', 'params', 'macs', 'final_accuracy',
+           'best_accuracy', 'train_flops', 'train_time_s', 'wall_time_s',
+           'images_per_s', 'git_commit', 'cpu', 'error')
+_ARM_FIELDS = ('model.bottleneck', 'model.pool_proj', 'model.separable',
+               'model.width')
 
 
 @dataclasses.dataclass
@@ -30,60 +42,172 @@ class RunResult:
   status: str
   summary: dict
   config: dict
-  curve: list[tuple[int, float]]  # (step, eval accuracy)
+  records: list[dict]  # eval records of metrics.jsonl
   error: str = ''
+  arm: str = ''  # the arm's label (see ``arms``)
+  kind: str = ''  # 'bottleneck', 'naive' or 'separable'
 
   @property
   def seed(self):
     return self.summary.get('seed', self.config.get('seed'))
 
+  def train_flops(self, step: int) -> int | None:
+    """Training FLOPs after ``step`` steps: 6 x MACs x images seen."""
+    macs, batch = self.summary.get('macs'), self.config.get('batch_size')
+    return 6 * macs * step * batch if macs and batch else None
+
+  def curve(self, key: str = 'step') -> list[tuple[float, float]]:
+    """(x, eval accuracy); x is 'step', 'train_flops' or 'wall_time_s'."""
+    xs = {'step': lambda r: r['step'],
+          'train_flops': lambda r: self.train_flops(r['step']),
+          'wall_time_s': lambda r: r.get('eval/wall_time_s')}[key]
+    return [(xs(r), r['eval/accuracy']) for r in self.records
+            if xs(r) is not None]
+
   def row(self) -> dict:
     s = self.summary
-    return {'run': self.name, 'status': self.status, 'seed': self.seed,
+    return {'run': self.name, 'arm': self.arm, 'status': self.status,
+            'seed': self.seed,
             **{k: v for k, v in self.overrides.items() if k != 'seed'},
             'params': s.get('params'), 'macs': s.get('macs'),
             'final_accuracy': s.get('final_eval_accuracy'),
             'best_accuracy': s.get('best_eval_accuracy'),
+            'train_flops': self.train_flops(s['step']) if s else None,
             'train_time_s': s.get('train_time_s'),
-            'images_per_s': s.get('images_per_s'), 'error': self.error}
+            'wall_time_s': s.get('wall_time_s'),
+            'images_per_s': s.get('images_per_s'),
+            'git_commit': s.get('git_commit'), 'cpu': s.get('cpu'),
+            'error': self.error}
+
+
+@dataclasses.dataclass
+class Arm:
+  """Runs that differ only in their seed."""
+  label: str
+  kind: str  # 'bottleneck', 'naive', 'separable' or 'other' (plot style)
+  overrides: dict
+  runs: list[RunResult]  # finished runs only
+  shape: budget.Shape | None = None
+
+  def final_accuracies(self) -> list[float]:
+    return [r.summary.get('final_eval_accuracy') for r in self.runs]
 
   @property
-  def variant(self) -> str:
-    """'bottleneck' or 'naive' (no 1x1 reductions), for plot markers."""
-    model = self.config.get('model', {})
-    return 'bottleneck' if model.get('bottleneck', True) else 'naive'
+  def accuracy(self) -> stats.ArmStats:
+    return stats.summarize(self.final_accuracies())
+
+  @property
+  def macs(self) -> int:
+    return self.runs[0].summary.get('macs')
+
+  @property
+  def params(self) -> int:
+    return self.runs[0].summary.get('params')
 
 
-def _read_json(path):
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _config_overrides(configs: list[dict]) -> list[dict]:
+  """Per run, the config fields whose values differ between runs."""
+  flat = [_flatten(c) for c in configs]
+  keys = sorted({k for f in flat for k in f})
+  varying = [k for k in keys
+             if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+  return [{k: f.get(k) for k in varying} for f in flat]
 
 
 def load_runs(workdir: str) -> list[RunResult]:
   """Every run of a sweep directory (from its manifest, else its subdirs)."""
-  manifest = _read_json(os.path.join(workdir, sweep.MANIFEST))
-  entries = manifest.get('runs') or [
-      {'name': d, 'overrides': {}} for d in sorted(os.listdir(workdir))
-      if os.path.isdir(os.path.join(workdir, d))]
+  if not os.path.isdir(workdir):
+    raise UserError(f'{workdir} is not a sweep directory')
+  read = workdir_lib.read_json
+  manifest = read(workdir_lib.path(workdir, workdir_lib.MANIFEST))
+  entries = manifest.get('runs')
+  if not entries:  # e.g. runs started from --dry_run commands on a cluster
+    names = sorted(d for d in os.listdir(workdir) if os.path.exists(
+        os.path.join(workdir, d, workdir_lib.CONFIG)))
+    configs = [read(os.path.join(workdir, d, workdir_lib.CONFIG))
+               for d in names]
+    entries = [{'name': n, 'overrides': o}
+               for n, o in zip(names, _config_overrides(configs))]
   runs = []
   for entry in entries:
     d = os.path.join(workdir, entry['name'])
-    summary = _read_json(os.path.join(d, 'summary.json'))
-    status = _read_json(os.path.join(d, sweep.RUN_STATUS))
+    summary = read(workdir_lib.path(d, workdir_lib.SUMMARY))
+    status = read(workdir_lib.path(d, workdir_lib.RUN_STATUS))
+    config = read(workdir_lib.path(d, workdir_lib.CONFIG))
     state = status.get('status') or ('done' if summary else 'pending')
-    curve = [(r['step'], r['eval/accuracy']) for r in
-             metrics.read_jsonl(os.path.join(d, metrics.METRICS_FILE))
-             if 'eval/accuracy' in r]
-    runs.append(RunResult(entry['name'], d, entry['overrides'], state,
-                          summary, _read_json(os.path.join(d, 'config.json')),
-                          curve, status.get('error', '')))
+    records = [r for r in metrics.read_jsonl(
+        workdir_lib.path(d, workdir_lib.METRICS)) if 'eval/accuracy' in r]
+    overrides = dict(entry['overrides'])
+    label, kind = _arm_label(config, overrides)
+    runs.append(RunResult(entry['name'], d, overrides, state, summary, config,
+                          records, status.get('error', ''), label, kind))
   return runs
 
 
+def _arm_label(config: dict, overrides: dict) -> tuple[str, str]:
+  """(label, kind) from the run's model config and its other overrides."""
+  model = config.get('model', {})
+  bottleneck = model.get('bottleneck', True)
+  separable = model.get('separable', False)
+  pool_proj = model.get('pool_proj', bottleneck)
+  if not bottleneck:
+    kind = 'naive'
+    label = 'naive' if not pool_proj else 'no reductions (pool proj kept)'
+    label += ' separable' if separable else ''
+  else:
+    kind = 'separable' if separable else 'bottleneck'
+    label = kind + ('' if pool_proj else ', no pool proj')
+  if 'model.width' in overrides:
+    label += f', width {model.get("width"):g}'
+  rest = [f'{k}={v}' for k, v in overrides.items()
+          if k != 'seed' and k not in _ARM_FIELDS]
+  return ', '.join([label, *rest]), kind
+
+
+def _shape(config: dict) -> budget.Shape | None:
+  try:
+    cfg = ml_collections.ConfigDict(config)
+    return budget.describe(cfg.model.name, build.input_shape(cfg),
+                           **build.model_kwargs(cfg))
+  except (KeyError, AttributeError, ValueError, TypeError):
+    return None  # an old or foreign config: widths are not shown
+
+
+def arms(runs: list[RunResult], describe: bool = True) -> list[Arm]:
+  """Finished runs grouped by their overrides minus the seed, in sweep order."""
+  groups: dict[str, Arm] = {}
+  for r in runs:
+    if r.status != 'done' or not r.summary:
+      continue
+    rest = {k: v for k, v in r.overrides.items() if k != 'seed'}
+    key = json.dumps(rest, sort_keys=True)
+    if key not in groups:
+      groups[key] = Arm(r.arm, r.kind, rest, [],
+                        _shape(r.config) if describe else None)
+    groups[key].runs.append(r)
+  return list(groups.values())
+
+
+def reference_arm(all_arms: list[Arm], name: str = 'bottleneck') -> Arm | None:
+  """The arm whose label is ``name``, else the first of that kind, else None."""
+  for arm in all_arms:
+    if arm.label == name:
+      return arm
+  return next((a for a in all_arms if a.kind == name), None)
+
+
 def _fmt(v) -> str:
-  if v is None:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
     return ''
   if isinstance(v, float):
     return f'{v:.4f}' if abs(v) < 10 else f'{v:,.1f}'
@@ -99,123 +223,144 @@ def _markdown(header, rows) -> str:
   return '\n'.join(out)
 
 
-def grouped(runs: list[RunResult]) -> list[dict]:
-  """Mean ± std over seeds of the finished runs with the same other overrides."""
-  groups = {}
-  for r in runs:
-    if r.status != 'done':
-      continue
-    key = json.dumps({k: v for k, v in r.overrides.items() if k != 'seed'},
-                     sort_keys=True)
-    groups.setdefault(key, []).append(r)
+def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
+  """One row per arm: accuracy mean ± std and 95% CI, cost, speed."""
   rows = []
-  for key, members in groups.items():
-    row = {**json.loads(key), 'seeds': len(members),
-           'params': members[0].summary.get('params'),
-           'macs': members[0].summary.get('macs')}
-    for col, field, digits in (('final_accuracy', 'final_eval_accuracy', 4),
-                               ('best_accuracy', 'best_eval_accuracy', 4),
-                               ('images_per_s', 'images_per_s', 1)):
-      vals = np.array([m.summary.get(field) or math.nan for m in members])
-      row[col] = (f'{vals.mean():.{digits}f} ± {vals.std(ddof=1):.{digits}f}'
-                  if len(vals) > 1 else f'{vals[0]:.{digits}f}')
-    rows.append(row)
+  for arm in all_arms:
+    s = arm.accuracy
+    speed = stats.summarize([r.summary.get('images_per_s') for r in arm.runs])
+    flops_run = stats.summarize([r.train_flops(r.summary['step'])
+                                 for r in arm.runs])
+    rows.append({
+        'arm': arm.label, 'seeds': s.n, 'params': arm.params,
+        'macs': arm.macs,
+        'macs_vs_ref': f'{arm.macs / ref.macs:.3f}x' if ref else '',
+        'narrowest_branch': (f'{arm.shape.narrowest[1]} ch ({arm.shape.narrowest[0]})'
+                             if arm.shape and arm.shape.branches else ''),
+        'final_accuracy': (f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1
+                           else f'{s.mean:.4f}'),
+        '95%_ci': (f'[{s.ci_low:.4f}, {s.ci_high:.4f}]' if s.n > 1 else ''),
+        'train_pflops': f'{flops_run.mean / 1e15:.2f}',
+        'images_per_s': f'{speed.mean:.1f}',
+    })
   return rows
 
 
-def plot_pareto(runs: list[RunResult], path: str, ax=None):
-  """Eval accuracy against MACs per image (log x), bottleneck vs naive."""
-  fig = None
-  if ax is None:  # a file: matplotlib's object API, no pyplot, no backend
-    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.subplots()
-  styles = {'bottleneck': ('o', 'tab:blue'), 'naive': ('s', 'tab:red')}
-  for variant, (marker, color) in styles.items():
-    pts = [(r.summary['macs'], r.summary['final_eval_accuracy'], r.name)
-           for r in runs if r.status == 'done' and r.variant == variant]
-    if pts:
-      ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker,
-                 color=color, label=f'{variant} ({len(pts)} runs)', alpha=0.8)
-  ax.set_xscale('log')
-  ax.set_xlabel('MACs per image (log scale)')
-  ax.set_ylabel('final eval accuracy')
-  ax.set_title('Accuracy vs compute')
-  ax.grid(True, which='both', alpha=0.3)
-  ax.legend()
-  if fig is not None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def comparisons(all_arms: list[Arm], ref: Arm) -> list[stats.Comparison]:
+  """Every other arm against the reference arm (final eval accuracy)."""
+  return [stats.compare(a.label, a.final_accuracies(), ref.label,
+                        ref.final_accuracies())
+          for a in all_arms if a is not ref]
 
 
-def plot_curves(runs: list[RunResult], path: str, ax=None):
-  """Eval accuracy against training step, one line per run."""
-  fig = None
-  if ax is None:  # a file: matplotlib's object API, no pyplot, no backend
-    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-  for r in runs:
-    if r.curve:
-      ax.plot(*zip(*r.curve), marker='.', label=r.name,
-              linestyle='-' if r.variant == 'bottleneck' else '--')
-  ax.set_xlabel('training step')
-  ax.set_ylabel('eval accuracy')
-  ax.set_title('Eval accuracy during training')
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize='small')
-  if fig is not None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def provenance_note(runs: list[RunResult]) -> str:
+  """'' when every finished run shares one commit and one CPU; else a warning."""
+  done = [r for r in runs if r.status == 'done' and r.summary]
+  commits = {r.summary.get('git_commit') for r in done}
+  cpus = {r.summary.get('cpu') for r in done}
+  problems = []
+  if len(commits) > 1 or None in commits:
+    problems.append(f'{len(commits)} code commits')
+  if len(cpus) > 1 or None in cpus:
+    problems.append(f'{len(cpus)} CPU models')
+  if not done or not problems:
+    return ''
+  return ('mixed provenance: ' + ' and '.join(problems) +
+          ' (or unrecorded); wall times and images/s are not comparable')
 
 
-def write_report(workdir: str) -> dict[str, str]:
-  """Writes the report files into ``workdir``; returns their paths."""
-  runs = load_runs(workdir)
+def _markdown_report(runs, all_arms, ref) -> str:
   rows = [r.row() for r in runs]
   extra = sorted({k for row in rows for k in row} - set(COLUMNS))
-  header = ['run', *extra, *COLUMNS[1:]]
-  paths = {k: os.path.join(workdir, f) for k, f in (
-      ('csv', 'results.csv'), ('md', 'results.md'), ('pareto', 'pareto.png'),
-      ('curves', 'curves.png'))}
-  with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, header)
-    writer.writeheader()
-    writer.writerows(rows)
-  groups = grouped(runs)
-  md = ['# Results', '', _markdown([h for h in header if h != 'error'], rows)]
-  if groups and any(g['seeds'] > 1 for g in groups):
-    gh = [k for k in groups[0] if k not in ('params', 'macs', 'seeds',
-                                            'final_accuracy', 'best_accuracy',
-                                            'images_per_s')]
-    md += ['', '## Mean ± std over seeds', '',
-           _markdown([*gh, 'seeds', 'params', 'macs', 'final_accuracy',
-                      'best_accuracy', 'images_per_s'], groups)]
+  md = ['# Results', '']
+  if all_arms:
+    md += ['## Mean ± std over seeds, 95% CI (Student t)', '',
+           _markdown(['arm', 'seeds', 'params', 'macs', 'macs_vs_ref',
+                      'narrowest_branch', 'final_accuracy', '95%_ci',
+                      'train_pflops', 'images_per_s'],
+                     arm_rows(all_arms, ref))]
+  if ref is not None and len(all_arms) > 1:
+    comps = comparisons(all_arms, ref)
+    md += ['', f'## Against {ref.label} (final eval accuracy, Welch t-test)',
+           '', _markdown(['arm', 'difference', '95%_ci', 'p'], [
+               {'arm': c.arm, 'difference': f'{100 * c.diff:+.2f} points',
+                '95%_ci': (f'[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]'
+                           if not math.isnan(c.ci_low) else ''),
+                'p': f'{c.p_value:.3g}' if not math.isnan(c.p_value) else ''}
+               for c in comps]), '']
+    md += [f'- {c.sentence()}' for c in comps]
+  shaped = [a for a in all_arms if a.shape and a.shape.branches]
+  if shaped:
+    blocks = list(shaped[0].shape.branches)
+    md += ['', '## Branch widths per Inception block', '',
+           'Live branches in order #1x1 / #3x3 reduce / #3x3 / #5x5 reduce /'
+           ' #5x5 / pool proj (reduces and pool proj only where present).', '',
+           _markdown(['arm', *blocks], [
+               {'arm': a.label, **{b: '/'.join(map(str, a.shape.branches[b]))
+                                   for b in blocks}} for a in shaped])]
+    degenerate = [a.label for a in shaped if a.shape.degenerate]
+    if degenerate:
+      md += ['', f'Degenerate arms (a branch of <= '
+             f'{budget.DEGENERATE_CHANNELS} channels): {", ".join(degenerate)}.']
+  md += ['', '## Runs', '',
+         _markdown([h for h in ('run', *extra, *COLUMNS[1:]) if h != 'error'],
+                   rows)]
+  note = provenance_note(runs)
+  if note:
+    md += ['', f'**Warning: {note}.**']
   failed = [r for r in rows if r['status'] == 'failed']
   if failed:
     md += ['', '## Failed runs', ''] + [f'- {r["run"]}: {r["error"]}'
                                         for r in failed]
+  return '\n'.join(md) + '\n'
+
+
+def write_report(workdir: str, reference: str = 'bottleneck') -> dict[str, str]:
+  """Writes the report files into ``workdir``; returns their paths."""
+  runs = load_runs(workdir)
+  all_arms = arms(runs)
+  ref = reference_arm(all_arms, reference)
+  paths = {k: os.path.join(workdir, f) for k, f in (
+      ('csv', 'results.csv'), ('md', 'results.md'), ('pareto', 'pareto.png'),
+      ('curves', 'curves.png'), ('time', 'time.png'))}
+  rows = [r.row() for r in runs]
+  extra = sorted({k for row in rows for k in row} - set(COLUMNS))
+  with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
+    writer = csv.DictWriter(f, ['run', *extra, *COLUMNS[1:]])
+    writer.writeheader()
+    writer.writerows(rows)
   with open(paths['md'], 'w', encoding='utf-8') as f:
-    f.write('\n'.join(md) + '\n')
-  plot_pareto(runs, paths['pareto'])
-  plot_curves(runs, paths['curves'])
+    f.write(_markdown_report(runs, all_arms, ref))
+  plots.plot_pareto(all_arms, paths['pareto'])
+  plots.plot_curves(all_arms, paths['curves'])
+  plots.plot_time(all_arms, paths['time'], note=provenance_note(runs))
   return paths
 
 
-def format_summary(workdir: str, paths: dict[str, str]) -> str:
-  """The results table and the plot paths, as printed after a sweep."""
+def format_summary(paths: dict[str, str]) -> str:
+  """The results tables and the files' paths, as printed after a sweep."""
   with open(paths['md'], encoding='utf-8') as f:
     table = f.read()
   return (f'{table}\nresults: {paths["csv"]}\n         {paths["md"]}\n'
-          f'plots:   {paths["pareto"]}\n         {paths["curves"]}')
+          f'plots:   {paths["pareto"]}\n         {paths["curves"]}\n'
+          f'         {paths["time"]}')
 
 
-def main(argv):
-  if len(argv) != 2 or not os.path.isdir(argv[1]):
-    print('usage: python -m inception.report SWEEP_WORKDIR', file=sys.stderr)
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog='python -m inception.report',
+      description='Writes a sweep directory\'s results tables and plots.')
+  parser.add_argument('workdir', help='the sweep directory')
+  parser.add_argument('--reference', default='bottleneck',
+                      help='arm the others are compared with: an arm label, '
+                      'or a kind (bottleneck, naive, separable)')
+  args = parser.parse_args(argv)
+  try:
+    print(format_summary(write_report(args.workdir, args.reference)))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  print(format_summary(argv[1], write_report(argv[1])))
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  main()

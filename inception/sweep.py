@@ -6,8 +6,8 @@ and ``chain``. ``config`` is the resolved base config, so a sweep can derive
 values from it (``configs/sweeps/equal_macs.py`` sizes a width from the FLOP
 accounting).
 
-Each run is ``python train.py`` in its own process and sub-workdir, started
-with an argument list (never a shell string). The runner is resumable:
+Each run is ``python -m inception.train_main`` in its own process and
+sub-workdir, started with an argument list (never a shell string). The runner is resumable:
 finished runs are skipped, interrupted ones resume from their checkpoints,
 and a failed run is recorded without stopping the others. Run processes die
 with the runner (Linux), and a workdir lock keeps two processes from ever
@@ -26,17 +26,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
 import ml_collections
 
+from inception import budget, build, workdir as workdir_lib
 from inception.errors import UserError
 
-MANIFEST = 'sweep.json'
-RUN_STATUS = 'status.json'
-LOG_FILE = 'train.log'
-TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'train.py')
+TRAIN_MODULE = 'inception.train_main'  # ``python -m``: no path to a script
 
 
 def axis(name: str, values: Iterable) -> list[dict]:
@@ -73,21 +70,19 @@ class Run:
 
   def command(self, config_arg: str, extra: list[str]) -> list[str]:
     """The argument list that trains this run (``extra``: shared overrides)."""
-    return [sys.executable, TRAIN_SCRIPT, '--config', config_arg,
+    return [sys.executable, '-m', TRAIN_MODULE, '--config', config_arg,
             '--workdir', self.workdir, *extra,
             *(f'--config.{k}={_flag_value(v)}' for k, v in
               self.overrides.items())]
 
   def status(self) -> dict:
-    path = os.path.join(self.workdir, RUN_STATUS)
-    if not os.path.exists(path):
-      return {}
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
+    return workdir_lib.read_json(workdir_lib.path(self.workdir,
+                                                  workdir_lib.RUN_STATUS))
 
   def done(self) -> bool:
-    return os.path.exists(os.path.join(self.workdir, 'summary.json')) and \
-        self.status().get('status') == 'done'
+    return os.path.exists(workdir_lib.path(
+        self.workdir, workdir_lib.SUMMARY)) and self.status().get(
+            'status') == 'done'
 
 
 def _flag_value(v) -> str:
@@ -167,10 +162,8 @@ def _die_with_parent():
 
 def _write_status(run: Run, status: dict):
   os.makedirs(run.workdir, exist_ok=True)
-  tmp = os.path.join(run.workdir, RUN_STATUS + '.tmp')
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(status, f, indent=2)
-  os.replace(tmp, os.path.join(run.workdir, RUN_STATUS))
+  workdir_lib.write_json(workdir_lib.path(run.workdir, workdir_lib.RUN_STATUS),
+                         status)
 
 
 def _tail(path: str, lines: int = 5) -> str:
@@ -202,7 +195,8 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
     while queue and len(active) < parallel:
       run = queue.pop(0)
       os.makedirs(run.workdir, exist_ok=True)
-      log = open(os.path.join(run.workdir, LOG_FILE), 'a', encoding='utf-8')
+      log = open(workdir_lib.path(run.workdir, workdir_lib.LOG), 'a',
+                 encoding='utf-8')
       cmd = run.command(config_arg, extra)
       _write_status(run, {'status': 'running', 'command': cmd,
                           'overrides': run.overrides})
@@ -218,14 +212,14 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
       log.close()
       del active[name]
       ok = proc.returncode == 0 and os.path.exists(
-          os.path.join(run.workdir, 'summary.json'))
+          workdir_lib.path(run.workdir, workdir_lib.SUMMARY))
       status = {'status': 'done' if ok else 'failed',
                 'returncode': proc.returncode,
                 'seconds': round(time.time() - start, 1),
                 'overrides': run.overrides, 'command': run.command(
                     config_arg, extra)}
       if not ok:
-        status['error'] = _tail(os.path.join(run.workdir, LOG_FILE))
+        status['error'] = _tail(workdir_lib.path(run.workdir, workdir_lib.LOG))
       _write_status(run, status)
       results[name] = status['status']
       echo(f'{status["status"]} {name} ({status["seconds"]} s)' +
@@ -240,8 +234,14 @@ def write_manifest(workdir: str, config_arg: str, sweep_path: str,
   manifest = {'config': config_arg, 'sweep': sweep_path, 'overrides': extra,
               'runs': [{'name': r.name, 'overrides': r.overrides}
                        for r in runs]}
-  with open(os.path.join(workdir, MANIFEST), 'w', encoding='utf-8') as f:
-    json.dump(manifest, f, indent=2)
+  workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.MANIFEST),
+                         manifest)
+
+
+def absolute_config_arg(config_arg: str) -> str:
+  """``configs/x.py:args`` with an absolute path, so commands run from anywhere."""
+  path, sep, args = config_arg.partition(':')
+  return os.path.abspath(path) + sep + args
 
 
 def dry_run_commands(runs: list[Run], config_arg: str,
@@ -251,22 +251,60 @@ def dry_run_commands(runs: list[Run], config_arg: str,
 
 
 def main(config, config_arg: str, sweep_path: str, workdir: str,
-         extra: list[str], parallel: int = 1, dry_run: bool = False) -> Any:
-  """Plans, runs and reports a sweep (``sweep.py``'s one library call)."""
+         extra: list[str], parallel: int = 1, dry_run: bool = False,
+         echo=print) -> dict[str, str] | None:
+  """Plans and runs a sweep (``sweep.py`` then writes the report).
+
+  Returns:
+    run name -> final status, or None for a dry run (which prints each arm
+    and one shell command per run, and writes nothing).
+  """
   if parallel < 1:
     raise UserError(f'--parallel must be at least 1, got {parallel}')
   runs = plan(os.path.abspath(workdir), load_sweep(sweep_path, config))
+  config_arg = absolute_config_arg(config_arg)
   if dry_run:
+    for line in describe_arms(config, runs):
+      echo(f'# {line}')
     for line in dry_run_commands(runs, config_arg, extra):
-      print(line)
+      echo(line)
     return None
   write_manifest(workdir, config_arg, sweep_path, extra, runs)
-  results = execute(runs, config_arg, extra, parallel)
-  from inception import report  # pylint: disable=g-import-not-at-top
-  paths = report.write_report(workdir)
-  print(report.format_summary(workdir, paths))
+  results = execute(runs, config_arg, extra, parallel, echo)
   failed = [n for n, s in results.items() if s == 'failed']
   if failed:
-    print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
-          f'{RUN_STATUS} and {LOG_FILE})')
+    echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
+         f'{workdir_lib.RUN_STATUS} and {workdir_lib.LOG})')
   return results
+
+
+def describe_arms(config, runs: list[Run]) -> list[str]:
+  """One line per arm (overrides but the seed): branch widths, MACs vs the first.
+
+  Shows what each arm is before any training: a degenerate arm (a branch of
+  one or two channels) or an equal-MACs arm off its target is visible here.
+  """
+  lines, target, seen = [], None, set()
+  for run in runs:
+    arm = {k: v for k, v in run.overrides.items() if k != 'seed'}
+    key = json.dumps(arm, sort_keys=True, default=str)
+    if key in seen:
+      continue
+    seen.add(key)
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+      for k, v in arm.items():
+        node = cfg
+        *parents, leaf = k.split('.')
+        for p in parents:
+          node = node[p]
+        node[leaf] = v
+    try:
+      shape = budget.describe(cfg.model.name, build.input_shape(cfg),
+                              **build.model_kwargs(cfg))
+    except (ValueError, TypeError, UserError) as e:
+      lines.append(f'{run_name(arm)}: cannot describe ({e})')
+      continue
+    target = target or shape.macs
+    lines.append(f'{run_name(arm)}: {budget.format_shape(shape, target)}')
+  return lines

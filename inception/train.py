@@ -7,8 +7,6 @@ A run is a pure function of its config: the data order, augmentation and
 dropout masks of step ``s`` depend only on ``config.seed`` and ``s``, so a
 run resumed from a checkpoint continues exactly as if never stopped.
 """
-import json
-import os
 import signal
 import threading
 import time
@@ -18,11 +16,8 @@ import numpy as np
 from absl import logging
 
 from inception import (checkpoint, data, evaluate, experiment, metrics,
-                       provenance, sharding)
+                       provenance, sharding, workdir as workdir_lib)
 from inception.errors import TrainingError
-
-CONFIG_FILE = 'config.json'
-SUMMARY_FILE = 'summary.json'
 
 
 class _Preemption:
@@ -73,13 +68,6 @@ def _window_means(pending: list[tuple[int, dict]]) -> dict:
           for k in keys}
 
 
-def _save_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config, workdir: str,
                        stop_after_steps: int | None = None) -> dict:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
@@ -102,8 +90,8 @@ def train_and_evaluate(config, workdir: str,
   run_start = time.perf_counter()  # wall time includes data loading and init
   # Config and data are checked before anything is written.
   exp = experiment.setup(config)
-  workdir = experiment.prepare_workdir(workdir)
-  lock = experiment.lock_workdir(workdir)
+  workdir = workdir_lib.prepare(workdir)
+  lock = workdir_lib.lock(workdir)
   is_main = jax.process_index() == 0
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   ckpt.check_compatible(config, workdir)
@@ -122,9 +110,10 @@ def train_and_evaluate(config, workdir: str,
     meta.update(saved_meta)
   start = int(jax.device_get(state.step))
   total = exp.total_steps
-  metrics_path = os.path.join(workdir, metrics.METRICS_FILE)
+  metrics_path = workdir_lib.path(workdir, workdir_lib.METRICS)
   if is_main:
-    _save_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.CONFIG),
+                           config.to_dict())
     metrics.truncate_after(metrics_path, start)
   writer = metrics.create_writer(workdir, is_main)
   cost = exp.cost()
@@ -241,6 +230,7 @@ def train_and_evaluate(config, workdir: str,
       **provenance.provenance(),
   }
   if is_main and status == 'done':
-    _save_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.SUMMARY),
+                           summary)
   logging.info('summary: %s', summary)
   return summary

@@ -65,16 +65,16 @@ def assert_same_state(a, b):
 
 def records(workdir, key):
   """step -> value of ``key`` in a run's metrics.jsonl."""
-  from inception import metrics  # pylint: disable=g-import-not-at-top
+  from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   return {r['step']: r[key] for r in metrics.read_jsonl(
-      os.path.join(workdir, metrics.METRICS_FILE)) if key in r}
+      os.path.join(workdir, workdir_lib.METRICS)) if key in r}
 
 
 def record_steps(workdir, key):
   """Every step that has ``key``, in file order (duplicates kept)."""
-  from inception import metrics  # pylint: disable=g-import-not-at-top
+  from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   return [r['step'] for r in metrics.read_jsonl(
-      os.path.join(workdir, metrics.METRICS_FILE)) if key in r]
+      os.path.join(workdir, workdir_lib.METRICS)) if key in r]
 
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position

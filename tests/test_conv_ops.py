@@ -81,3 +81,28 @@ def test_model_logits_do_not_depend_on_conv_impl():
     logits[impl] = jax.jit(model.apply)(variables, x)
   np.testing.assert_allclose(logits['gemm'], logits['xla'], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(logits['auto'], logits['xla'], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('k,stride,padding', [
+    (3, 1, ((1, 1), (1, 1))), (5, 1, ((2, 2), (2, 2))), (3, 2, 'SAME')])
+def test_depthwise_shifted_equals_grouped_lax_conv(k, stride, padding):
+  x = jax.random.normal(jax.random.key(4), (2, 11, 11, 6))
+  w = jax.random.normal(jax.random.key(5), (k, k, 1, 6))
+  xla = lambda x, w: conv_ops.depthwise_conv2d(x, w, stride, padding, 'xla')
+  shifted = lambda x, w: conv_ops.depthwise_conv2d(x, w, stride, padding,
+                                                   'gemm')
+  np.testing.assert_allclose(shifted(x, w), xla(x, w), rtol=1e-4, atol=1e-4)
+  for a, b in zip(_grads(shifted, x, w), _grads(xla, x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_matches_flax_grouped_conv():
+  """Same layout and numbers as nn.Conv(C, (k, k), feature_group_count=C)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from inception import layers  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(6), (2, 8, 8, 4))
+  ours = layers.DepthwiseConv(3, conv_impl='gemm')
+  theirs = nn.Conv(4, (3, 3), padding=1, feature_group_count=4, use_bias=False)
+  variables = ours.init(jax.random.key(0), x)
+  np.testing.assert_allclose(ours.apply(variables, x),
+                             theirs.apply(variables, x), rtol=1e-5, atol=1e-5)

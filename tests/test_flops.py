@@ -105,3 +105,45 @@ def test_cli_json_and_compare():
   out = subprocess.run(cmd + ['--compare', '--config.model.width=0.5'],
                        capture_output=True, text=True, check=True).stdout
   assert '### side by side' in out and 'MACs ratio' in out
+
+
+def test_separable_module_params_and_macs_by_hand():
+  """Table 1's 3a with depthwise-separable branches, at 28x28 from 192 channels.
+
+  Branch 3x3: reduce 192->96 (1x1), depthwise 3x3 on 96, pointwise 96->128;
+  branch 5x5: reduce 192->16, depthwise 5x5 on 16, pointwise 16->32. A
+  depthwise kxk layer on C channels costs k*k*C MACs per output pixel.
+  """
+  report = flops.analyze(models.get_model('googlenet_separable'),
+                         (224, 224, 3), xla=False)
+  blk = {b.name: b for b in report.blocks}['inception_3a']
+  hw = 28 * 28
+  macs = hw * (192 * 64 + 192 * 96 + 9 * 96 + 96 * 128 + 192 * 16 + 25 * 16
+               + 16 * 32 + 192 * 32)
+  weights = (192 * 64 + 192 * 96 + 9 * 96 + 96 * 128 + 192 * 16 + 25 * 16
+             + 16 * 32 + 192 * 32)
+  biases = 64 + 96 + 128 + 16 + 32 + 32  # no bias on depthwise layers
+  assert blk.macs == macs == 42_336_000  # Table 1 module: 128M
+  assert blk.params == weights + biases
+  kinds = {l.name.split('/')[-1]: l.kind for l in report.layers
+           if l.name.startswith('inception_3a/')}
+  assert kinds['branch3x3_depthwise'] == 'depthwise3x3'
+  assert kinds['branch5x5_depthwise'] == 'depthwise5x5'
+  plain = {b.name: b for b in flops.analyze(
+      models.get_model('googlenet'), (224, 224, 3), xla=False).blocks}
+  assert blk.macs < plain['inception_3a'].macs
+
+
+class _Depthwise5x5(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    return layers.DepthwiseConv(5, conv_impl='xla')(x)
+
+
+def test_depthwise_macs_equal_xla_count():
+  """k*k*C MACs per pixel; XLA counts 2 x the taps off the zero padding."""
+  report = flops.analyze(_Depthwise5x5(), (14, 14, 16))
+  (layer,) = report.layers
+  assert layer.kind == 'depthwise5x5' and layer.params == 25 * 16
+  assert report.macs == 14 * 14 * 25 * 16
+  assert report.xla_flops == 2 * layer.valid_macs < 2 * layer.macs

@@ -66,10 +66,12 @@ def test_dry_run_prints_plain_commands_and_keeps_metacharacters(tmp_path):
                                 str(tmp_path / 'w'), '--dry_run'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
-  lines = [l for l in out.stdout.splitlines() if 'train.py' in l]
+  lines = [l for l in out.stdout.splitlines() if 'inception.train_main' in l]
   assert len(lines) == 1
   argv = shlex.split(lines[0])
-  assert argv[1].endswith('train.py') and f'--config.data_dir={value}' in argv
+  assert argv[1:3] == ['-m', 'inception.train_main']
+  assert f'--config.data_dir={value}' in argv
+  assert os.path.isabs(argv[argv.index('--config') + 1])
   assert not os.path.exists(tmp_path / 'w')
 
 
@@ -145,7 +147,7 @@ def test_report_files(seed_sweep):
   with open(os.path.join(workdir, 'results.md'), encoding='utf-8') as f:
     md = f.read()
   assert '## Mean ± std over seeds' in md and '| 2 |' in md
-  for name in ('pareto.png', 'curves.png'):
+  for name in ('pareto.png', 'curves.png', 'time.png'):
     with open(os.path.join(workdir, name), 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert 'pareto.png' in out.stdout and 'results.md' in out.stdout
@@ -177,6 +179,7 @@ def test_notebook_runs_on_a_sweep(seed_sweep):
   errors = [o for c in nb.cells if c.cell_type == 'code'
             for o in c.get('outputs', []) if o.get('output_type') == 'error']
   assert not errors
-  assert len(images) >= 5  # pareto+curves, MACs, inputs, maps, weights
+  # pareto+curves, MACs, inputs, variance kept + spectra, maps, weights
+  assert len(images) >= 6
   text = json.dumps([c.get('outputs') for c in nb.cells])
-  assert 'reduces' in text and 'accuracy' in text
+  assert 'reduces' in text and 'accuracy' in text and 'PCA at rank' in text

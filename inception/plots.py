@@ -1,0 +1,98 @@
+"""The report's figures: accuracy against MACs, training FLOPs and wall time.
+
+Each function draws one figure of a list of ``report.Arm``s, either into a
+given matplotlib ``ax`` (the notebook) or into a PNG file (the report, through
+matplotlib's object API: no pyplot, no backend). Arms are styled by kind:
+bottleneck, naive, separable.
+"""
+import contextlib
+
+from inception import stats
+
+_STYLE = {'bottleneck': ('o', 'tab:blue'), 'naive': ('s', 'tab:red'),
+          'separable': ('^', 'tab:green'), 'other': ('D', 'tab:gray')}
+
+
+def _style(arm, i):
+  marker, color = _STYLE.get(arm.kind, _STYLE['other'])
+  if i:  # several arms of one kind (e.g. two naive widths): vary the shade
+    color = f'C{(i + 3) % 10}'
+  return marker, color
+
+
+def _styled(arms):
+  seen = {}
+  for arm in arms:
+    i = seen.get(arm.kind, 0)
+    seen[arm.kind] = i + 1
+    yield arm, _style(arm, i)
+
+
+@contextlib.contextmanager
+def _figure(path, ax, size):
+  """Yields an axes: ``ax`` itself, or a new figure's saved to ``path``."""
+  if ax is not None:
+    yield ax
+    return
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=size)
+  yield fig.subplots()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def plot_pareto(arms, path=None, ax=None):
+  """Final eval accuracy against MACs per image (log x), 95% CI error bars."""
+  with _figure(path, ax, (6.5, 4.5)) as ax:
+    for arm, (marker, color) in _styled(arms):
+      s = arm.accuracy
+      if not s.n:
+        continue
+      err = None
+      if s.n > 1:
+        err = [[s.mean - s.ci_low], [s.ci_high - s.mean]]
+      ax.errorbar([arm.macs], [s.mean], yerr=err, fmt=marker, color=color,
+                  capsize=4, label=f'{arm.label} (n={s.n})')
+      ax.scatter([arm.macs] * s.n, arm.final_accuracies(), marker=marker,
+                 facecolors='none', edgecolors=color, alpha=0.5, s=18)
+    ax.set_xscale('log')
+    ax.set_xlabel('MACs per image (log scale)')
+    ax.set_ylabel('final eval accuracy')
+    ax.set_title('Accuracy vs compute (mean, 95% CI; rings: seeds)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize='small')
+
+
+def _curve_plot(arms, ax, key, xlabel, title):
+  for arm, (marker, color) in _styled(arms):
+    x, mean, std = stats.mean_band([r.curve(key) for r in arm.runs])
+    if not len(x):
+      continue
+    ax.plot(x, mean, marker=marker, markersize=3, color=color,
+            label=f'{arm.label} (n={len(arm.runs)})')
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('eval accuracy')
+  ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize='small')
+
+
+def plot_curves(arms, path=None, ax=None):
+  """Eval accuracy against cumulative training FLOPs: mean over seeds ± std."""
+  with _figure(path, ax, (7, 4.5)) as ax:
+    _curve_plot(arms, ax, 'train_flops',
+                'cumulative training FLOPs (6 x MACs x images, log scale)',
+                'Accuracy during training (mean over seeds, band: ±1 std)')
+    ax.set_xscale('log')
+
+
+def plot_time(arms, path=None, ax=None, note: str = ''):
+  """Eval accuracy against wall time since the run started (machine-dependent)."""
+  with _figure(path, ax, (7, 4.5)) as ax:
+    _curve_plot(arms, ax, 'wall_time_s', 'wall time since start (s)',
+                'Accuracy vs wall time (mean over seeds, band: ±1 std)')
+    ax.text(0.99, 0.02, 'wall time depends on the machine and its load'
+            + (f'\n{note}' if note else ''), transform=ax.transAxes,
+            ha='right', va='bottom', fontsize='small', color='0.3')
+

@@ -1,0 +1,113 @@
+"""Statistics over seeds: per-arm summaries and arm-vs-reference comparisons.
+
+Everything here is scipy.stats; nothing is a hand-written formula:
+  * an arm's 95% CI of the mean is Student's t interval
+    (``scipy.stats.t.interval`` with the standard error ``scipy.stats.sem``);
+  * the difference of two arms is Welch's t-test
+    (``scipy.stats.ttest_ind(equal_var=False)``), whose
+    ``confidence_interval`` is the 95% CI of the difference of means.
+
+A sentence never calls a difference real when its interval contains zero.
+"""
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclasses.dataclass
+class ArmStats:
+  """Mean, sample std and Student-t CI of one arm's values over seeds."""
+  n: int
+  mean: float
+  std: float  # sample standard deviation (ddof=1); nan for one seed
+  ci_low: float
+  ci_high: float
+
+
+def summarize(values) -> ArmStats:
+  """Mean ± std and the 95% CI (Student t) of ``values``; nan CI for n < 2."""
+  x = np.asarray([v for v in values if v is not None], dtype=float)
+  n = len(x)
+  if n == 0:
+    return ArmStats(0, math.nan, math.nan, math.nan, math.nan)
+  mean = float(x.mean())
+  if n < 2:
+    return ArmStats(1, mean, math.nan, math.nan, math.nan)
+  std = float(x.std(ddof=1))
+  if std == 0:
+    return ArmStats(n, mean, 0.0, mean, mean)
+  low, high = stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=stats.sem(x))
+  return ArmStats(n, mean, std, float(low), float(high))
+
+
+@dataclasses.dataclass
+class Comparison:
+  """Arm minus reference: difference of means, its 95% CI and Welch's p."""
+  arm: str
+  reference: str
+  diff: float
+  ci_low: float
+  ci_high: float
+  p_value: float
+
+  @property
+  def significant(self) -> bool:
+    """The interval excludes zero (equivalently p < 0.05 for Welch's test)."""
+    return (not math.isnan(self.ci_low)) and (self.ci_low > 0 or
+                                               self.ci_high < 0)
+
+  def sentence(self, what: str = 'accuracy', scale: float = 100,
+               unit: str = ' points') -> str:
+    """The comparison in words; a difference is real only if its CI excludes 0."""
+    if math.isnan(self.p_value):
+      return (f'{self.arm} vs {self.reference}: too few seeds to test the '
+              'difference.')
+    d = f'{scale * self.diff:+.2f}{unit}'
+    ci = (f'95% CI [{scale * self.ci_low:+.2f}, {scale * self.ci_high:+.2f}]'
+          f', Welch p = {self.p_value:.3g}')
+    if self.significant:
+      word = 'higher' if self.diff > 0 else 'lower'
+      return (f'{self.arm} has {word} {what} than {self.reference} '
+              f'({d}, {ci}).')
+    return (f'{self.arm} and {self.reference} are not distinguishable in '
+            f'{what} at these seeds ({d}, {ci}: the interval contains zero).')
+
+
+def compare(arm: str, values, reference: str, ref_values) -> Comparison:
+  """Welch's t-test of ``values`` against ``ref_values`` (two-sided)."""
+  a = np.asarray([v for v in values if v is not None], dtype=float)
+  b = np.asarray([v for v in ref_values if v is not None], dtype=float)
+  diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+  if len(a) < 2 or len(b) < 2:
+    return Comparison(arm, reference, diff, math.nan, math.nan, math.nan)
+  if a.std() == 0 and b.std() == 0:  # t is undefined; the CI is the point
+    p = 1.0 if diff == 0 else 0.0
+    return Comparison(arm, reference, diff, diff, diff, p)
+  result = stats.ttest_ind(a, b, equal_var=False)
+  ci = result.confidence_interval(CONFIDENCE)
+  return Comparison(arm, reference, diff, float(ci.low), float(ci.high),
+                    float(result.pvalue))
+
+
+def mean_band(curves: list[list[tuple[float, float]]]):
+  """Mean and sample std across seeds of curves sampled at the same points.
+
+  Curves are (x, y) lists; they are cut to the shortest, and x is averaged
+  (runs of one arm evaluate at the same steps, so x agrees up to wall time).
+
+  Returns:
+    (x, mean, std) arrays; std is zero for a single curve.
+  """
+  curves = [c for c in curves if c]
+  if not curves:
+    return np.array([]), np.array([]), np.array([])
+  n = min(len(c) for c in curves)
+  arr = np.array([c[:n] for c in curves], dtype=float)  # (runs, n, 2)
+  x = arr[:, :, 0].mean(0)
+  y = arr[:, :, 1]
+  std = y.std(0, ddof=1) if len(curves) > 1 else np.zeros(n)
+  return x, y.mean(0), std

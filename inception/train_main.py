@@ -1,0 +1,42 @@
+"""The training command: ``python -m inception.train_main`` (or ``train.py``).
+
+  python -m inception.train_main --config configs/inception_cifar.py \
+      --workdir runs/x [--stop_after_steps N] [--config.field=value ...]
+
+Flags, multi-host initialisation, then one library call
+(``inception.train.train_and_evaluate``). Sweeps start their runs through
+this module, so the library never runs a script by path.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from inception import cli, sharding, train
+
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+flags.DEFINE_string('coordinator_address', '',
+                    'Multi-host: host:port of process 0 (binds only there).')
+flags.DEFINE_integer('num_processes', 0,
+                     'Multi-host: number of processes (-1: auto-detect).')
+flags.DEFINE_integer('process_id', -1, 'Multi-host: index of this process.')
+flags.DEFINE_integer('stop_after_steps', None, 'Checkpoint and exit after this '
+                     'many steps (time-limited job slots); rerun to continue.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  sharding.initialize_distributed(FLAGS.coordinator_address,
+                                  FLAGS.num_processes, FLAGS.process_id)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.stop_after_steps)
+
+
+def run():
+  """Parses the flags and trains (the console entry point)."""
+  flags.mark_flags_as_required(['config', 'workdir'])
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,105 @@
+"""The layout of a run's workdir and of a sweep's, and how its files are read.
+
+A run's workdir holds ``config.json`` (the resolved config), ``metrics.jsonl``,
+TensorBoard events, ``checkpoints/`` (orbax), ``summary.json`` when training
+ends and ``eval.json`` from ``eval.py``; under a sweep, also ``status.json``
+and ``train.log``. A sweep's workdir holds ``sweep.json`` (its manifest), one
+sub-workdir per run, and the report. Every other module takes these names
+from here.
+
+JSON files are written atomically (a temporary file, then ``os.replace``) and
+read back with one error naming the file when it is not valid JSON.
+"""
+import fcntl
+import json
+import os
+
+import jax
+import ml_collections
+
+from inception.errors import UserError
+
+CONFIG = 'config.json'
+METRICS = 'metrics.jsonl'
+CHECKPOINTS = 'checkpoints'
+SUMMARY = 'summary.json'
+EVAL = 'eval.json'
+RUN_STATUS = 'status.json'  # a sweep's record of one run
+LOG = 'train.log'  # a sweep run's stdout and stderr
+MANIFEST = 'sweep.json'  # a sweep's runs and shared overrides
+
+
+def path(workdir: str, name: str) -> str:
+  """``workdir/name``."""
+  return os.path.join(workdir, name)
+
+
+def write_json(file: str, obj) -> None:
+  """Writes ``obj`` as JSON to ``file`` atomically."""
+  tmp = f'{file}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, file)
+
+
+def read_json(file: str, default=None):
+  """``file``'s JSON content, or ``default`` ({}) when it does not exist.
+
+  Raises:
+    UserError: the file exists but is not valid JSON (it names the file).
+  """
+  if not os.path.exists(file):
+    return {} if default is None else default
+  try:
+    with open(file, encoding='utf-8') as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f'{file} is not valid JSON ({e}); restore or remove '
+                    'it') from None
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in ``workdir``."""
+  file = path(workdir, CONFIG)
+  if not os.path.exists(file):
+    raise UserError(f'{workdir} has no {CONFIG}; pass --config or the '
+                    'workdir of a training run')
+  return ml_collections.ConfigDict(read_json(file))
+
+
+def prepare(workdir: str) -> str:
+  """Creates ``workdir`` and checks it is writable; returns its absolute path."""
+  if not workdir:
+    raise UserError('--workdir is required')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot create workdir {workdir} ({e.strerror}); choose '
+                    'another --workdir') from None
+  probe = os.path.join(workdir, f'.write_test.{os.getpid()}')
+  try:  # os.access is not enough: it ignores read-only mounts and quotas.
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir {workdir} is not writable ({e.strerror}); '
+                    'choose another --workdir or fix its permissions') from None
+  return workdir
+
+
+def lock(workdir: str):
+  """Holds an exclusive lock on ``workdir`` for this process's lifetime.
+
+  Two processes training the same workdir would corrupt each other's
+  checkpoints and metrics; the OS drops the lock when the process dies, even
+  from kill -9. Each JAX process of a multi-host run has its own lock file.
+  """
+  f = open(path(workdir, f'.lock.{jax.process_index()}'), 'w')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.close()
+    raise UserError(f'{workdir} is in use by another training process; wait '
+                    'for it to finish or choose another --workdir') from None
+  return f

@@ -1,0 +1,148 @@
+"""Statistics (scipy.stats), compute budgets and report grouping, no training."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from inception import budget, report, stats, workdir
+
+
+def test_summary_is_student_t_interval():
+  x = [0.70, 0.72, 0.75]
+  s = stats.summarize(x)
+  half = sps.t.ppf(0.975, 2) * np.std(x, ddof=1) / math.sqrt(3)
+  assert s.n == 3 and s.mean == pytest.approx(np.mean(x))
+  assert s.std == pytest.approx(np.std(x, ddof=1))
+  assert (s.ci_low, s.ci_high) == pytest.approx((s.mean - half, s.mean + half))
+  one = stats.summarize([0.5])
+  assert one.n == 1 and math.isnan(one.ci_low)
+
+
+def test_welch_difference_and_its_sentence():
+  a, b = [0.80, 0.81, 0.82], [0.70, 0.71, 0.72]
+  c = stats.compare('naive', a, 'bottleneck', b)
+  assert c.diff == pytest.approx(0.10)
+  assert c.p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+  assert c.ci_low > 0 and c.significant
+  assert 'higher accuracy' in c.sentence()
+
+
+def test_a_difference_whose_interval_contains_zero_is_never_called_real():
+  c = stats.compare('naive', [0.70, 0.75, 0.72], 'bottleneck',
+                    [0.71, 0.74, 0.73])
+  assert c.ci_low < 0 < c.ci_high and not c.significant
+  text = c.sentence()
+  assert 'not distinguishable' in text and 'higher' not in text
+  assert 'lower' not in text
+  few = stats.compare('x', [0.7], 'y', [0.6, 0.61])
+  assert 'too few seeds' in few.sentence()
+
+
+def test_mean_band_cuts_to_the_shortest_curve():
+  x, mean, std = stats.mean_band([[(1, 0.1), (2, 0.3)], [(1, 0.3)]])
+  assert list(x) == [1] and mean[0] == pytest.approx(0.2)
+  assert std[0] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+
+
+def test_equal_macs_width_reaches_the_target_and_describes_branches():
+  shape = (32, 32, 3)
+  target = budget.macs('googlenet_cifar', shape, width=0.125)
+  width, reached = budget.equal_macs_width(
+      'googlenet_cifar', shape, {'bottleneck': False, 'pool_proj': False},
+      target)
+  assert abs(reached - target) <= budget.TOLERANCE * target
+  naive = budget.describe('googlenet_cifar', shape, bottleneck=False,
+                          pool_proj=False, width=width)
+  full = budget.describe('googlenet_cifar', shape, width=0.125)
+  assert naive.macs == reached and len(naive.branches['3a']) == 3
+  assert full.branches['3a'] == (8, 12, 16, 2, 4, 4)  # Table 1 x 1/8
+  assert naive.degenerate  # 3a's 5x5 branch is one channel wide
+  assert 'DEGENERATE' in budget.format_shape(naive, target)
+  with pytest.raises(ValueError, match='within 5%'):
+    budget.equal_macs_width('googlenet_cifar', shape, {}, 10)
+
+
+def _fake_run(root, name, config, accuracy, macs=1000, step=10):
+  d = os.path.join(root, name)
+  os.makedirs(d)
+  workdir.write_json(os.path.join(d, workdir.CONFIG), config)
+  workdir.write_json(os.path.join(d, workdir.SUMMARY), {
+      'status': 'done', 'step': step, 'params': 10, 'macs': macs,
+      'final_eval_accuracy': accuracy, 'best_eval_accuracy': accuracy,
+      'train_time_s': 1.0, 'wall_time_s': 2.0, 'images_per_s': 5.0,
+      'seed': config['seed'], 'git_commit': 'abc', 'cpu': 'cpu'})
+  with open(os.path.join(d, workdir.METRICS), 'w', encoding='utf-8') as f:
+    for s in (5, 10):
+      f.write(json.dumps({'step': s, 'eval/accuracy': accuracy * s / 10,
+                          'eval/wall_time_s': s}) + '\n')
+
+
+def _config(bottleneck, seed, lr=0.1):
+  return {'model': {'name': 'nin_cifar_tiny', 'bottleneck': bottleneck,
+                    'width': 1.0, 'num_classes': 10},
+          'seed': seed, 'learning_rate': lr, 'batch_size': 4,
+          'image_size': 32, 'channels': 3, 'dtype': 'float32',
+          'conv_impl': 'auto'}
+
+
+def test_report_groups_by_config_without_a_manifest(tmp_path):
+  """Runs from --dry_run commands have no sweep.json: group by their configs."""
+  root = str(tmp_path)
+  for seed, (a, b) in enumerate([(0.70, 0.80), (0.72, 0.81), (0.71, 0.82)]):
+    _fake_run(root, f'b{seed}', _config(True, seed), a, macs=1000)
+    _fake_run(root, f'n{seed}', _config(False, seed), b, macs=500)
+  runs = report.load_runs(root)
+  arms = report.arms(runs)
+  assert sorted(len(a.runs) for a in arms) == [3, 3]
+  assert {a.label for a in arms} == {'bottleneck', 'naive'}
+  paths = report.write_report(root)
+  with open(paths['md'], encoding='utf-8') as f:
+    md = f.read()
+  assert '| bottleneck | 3 |' in md and '| naive | 3 |' in md
+  assert '+10.00 points' in md and 'naive has higher accuracy' in md
+  assert '0.500x' in md  # MACs against the reference arm
+  for name in ('pareto', 'curves', 'time'):
+    with open(paths[name], 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert 'mixed provenance' not in md
+
+
+def test_report_flags_mixed_commits_and_names_a_corrupt_file(tmp_path):
+  root = str(tmp_path)
+  _fake_run(root, 'a', _config(True, 0), 0.7)
+  _fake_run(root, 'b', _config(True, 1), 0.7)
+  summary = os.path.join(root, 'b', workdir.SUMMARY)
+  data = workdir.read_json(summary)
+  workdir.write_json(summary, {**data, 'git_commit': 'def'})
+  report.write_report(root)
+  with open(os.path.join(root, 'results.md'), encoding='utf-8') as f:
+    assert 'mixed provenance: 2 code commits' in f.read()
+  with open(summary, 'w', encoding='utf-8') as f:
+    f.write('{"torn')
+  with pytest.raises(report.UserError, match=f'{summary} is not valid JSON'):
+    report.load_runs(root)
+
+
+PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'results', 'cifar10_ablation')
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(PUBLISHED, 'results.csv')),
+                    reason='no published ablation results')
+def test_published_report_regenerates_exactly(tmp_path):
+  """The committed results.csv is what the committed runs say, to the digit."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'ablation')
+  shutil.copytree(PUBLISHED, copy,
+                  ignore=shutil.ignore_patterns('checkpoints', '*.png'))
+  paths = report.write_report(copy)
+  for name in ('results.csv', 'results.md'):
+    with open(os.path.join(PUBLISHED, name), encoding='utf-8') as f:
+      published = f.read()
+    with open(os.path.join(copy, name), encoding='utf-8') as f:
+      regenerated = f.read()
+    assert regenerated.replace(copy, PUBLISHED) == published, name
+  assert os.path.exists(paths['pareto'])
