@@ -1,10 +1,13 @@
 """Evaluates a training run's checkpoint and writes WORKDIR/eval.json.
 
   python eval.py --workdir runs/x [--step N] [--split 'train[90%:]']
+      [--config.eval_split=... | --config configs/x.py]
 
 The config is the run's own (WORKDIR/config.json) unless --config is given;
---config.* overrides apply either way.
+--config.* overrides apply either way. Reading is safe while the run trains.
 """
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -21,11 +24,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  config = cli.workdir_config(FLAGS, 'config', FLAGS.workdir)
-  result = evaluate.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step,
-                                        FLAGS.split)
+  result = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir,
+                                        FLAGS.step, FLAGS.split)
   print(evaluate.format_result(result))
 
 
 if __name__ == '__main__':
+  sys.argv = cli.with_saved_config(sys.argv)
   cli.run(main)

@@ -1,7 +1,9 @@
 """Per-layer speed of the two conv_impl kernels: XLA conv vs im2col GEMM.
 
 Times forward + backward (input and weight gradients) of single kxk
-convolutions and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR use,
+convolutions, depthwise kxk convolutions (XLA's grouped convolution vs a sum
+of shifted products) and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR
+(and its ``separable`` variant) use,
 both implementations interleaved in one run, and prints the median times and
 the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU)
 is set from these figures.
@@ -29,6 +31,10 @@ CONVS = [
     ('g/1 5b 3x3', 8, 3, 192, 384, 1),
     ('naive g/4 3b 3x3', 32, 3, 64, 48, 1), ('naive g/4 4e 5x5', 16, 5, 164, 32, 1),
 ]
+# Depthwise layers of the separable GoogLeNet-CIFAR: (label, H=W, k, C).
+DEPTHWISE = [('sep g/8 3a 3x3', 32, 3, 12), ('sep g/8 3a 5x5', 32, 5, 2),
+             ('sep g/8 4e 3x3', 16, 3, 20), ('sep g/1 3a 3x3', 32, 3, 96),
+             ('sep g/1 4e 5x5', 16, 5, 32), ('sep g/1 5b 3x3', 8, 3, 192)]
 POOLS = [('pool 3x3/1 32x32x64', 32, 64, 1), ('pool 3x3/2 32x32x120', 32, 120, 2),
          ('pool 3x3/1 16x16x128', 16, 128, 1)]
 
@@ -67,6 +73,14 @@ def main():
     rows.append({'layer': label, 'kkcin': k * k * cin, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'],
                  'auto': 'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla'})  # pylint: disable=protected-access
+  for label, hw, k, c in DEPTHWISE:
+    x = jax.random.normal(key, (args.batch, hw, hw, c))
+    w = jax.random.normal(key, (k, k, 1, c)) * 0.1
+    pad = ((k // 2, k // 2),) * 2
+    med = _race({impl: _timer(lambda x, w, impl=impl: conv_ops.depthwise_conv2d(
+        x, w, 1, pad, impl), x, w) for impl in ('xla', 'gemm')}, args.repeats)
+    rows.append({'layer': label, 'kkcin': k * k, 'xla_ms': 1e3 * med['xla'],
+                 'gemm_ms': 1e3 * med['gemm'], 'auto': 'gemm (shifted)'})
   for label, hw, c, s in POOLS:
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     med = _race({impl: _timer(lambda x, impl=impl: conv_ops.max_pool(

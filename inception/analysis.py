@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception import (build, checkpoint, data, experiment, flops, layers,
+from inception import (build, checkpoint, data, evaluate, flops, layers,
                        report, steps, workdir)
 
 # The published ablation, found from the package, not the working directory
@@ -38,9 +38,7 @@ def results_markdown(sweep_dir: str) -> str:
 
 def has_checkpoint(run_dir: str) -> bool:
   """Whether the run kept checkpoints (published results ship none)."""
-  directory = workdir.path(run_dir, workdir.CHECKPOINTS)
-  return os.path.isdir(directory) and any(
-      name.isdigit() for name in os.listdir(directory))
+  return checkpoint.has_checkpoints(run_dir)
 
 
 def layer_macs(config) -> tuple[list[str], list[int], list[int]]:
@@ -71,17 +69,7 @@ def plot_layer_macs(config, ax):
 
 def restore(run_dir: str, step: int | None = None):
   """``(experiment, state)`` of a run's latest (or ``step``) checkpoint."""
-  config = workdir.load_config(run_dir)
-  exp = experiment.setup(config)
-  ckpt = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
-  try:
-    if step is None:
-      state, _ = ckpt.restore_latest(exp.abstract_state())
-    else:
-      state, _ = ckpt.restore(step, exp.abstract_state())
-  finally:
-    ckpt.close()
-  return exp, state
+  return evaluate.restore_run(workdir.load_config(run_dir), run_dir, step)
 
 
 def eval_batch(exp, state, n: int = 64) -> dict:

@@ -26,18 +26,30 @@ def model_signature(config) -> dict:
 
 
 class Checkpointer:
-  """Wraps an ``ocp.CheckpointManager`` in ``workdir/checkpoints``."""
+  """Wraps an ``ocp.CheckpointManager`` in ``workdir/checkpoints``.
 
-  def __init__(self, workdir: str, keep: int):
+  The training run is the only writer. Every other process (``eval.py``, the
+  notebook, ``init_from``, the report) opens it with ``read_only=True``: it
+  sees only committed checkpoints, and never cleans, deletes or moves
+  anything, so reading a run that is training cannot disturb it.
+  """
+
+  def __init__(self, workdir: str, keep: int | None = None,
+               read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
-            # A kill mid-save leaves a temporary directory; remove it.
-            cleanup_tmp_directories=True,
-            # Synchronous: an I/O error surfaces at the save that caused it.
-            enable_async_checkpointing=False))
+    self.read_only = read_only
+    if read_only:
+      options = ocp.CheckpointManagerOptions(
+          read_only=True, create=False, cleanup_tmp_directories=False,
+          enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True,
+          # A kill mid-save leaves a temporary directory; remove it.
+          cleanup_tmp_directories=True,
+          # Synchronous: an I/O error surfaces at the save that caused it.
+          enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -88,17 +100,17 @@ class Checkpointer:
     step; if checkpoints exist but none is readable, this raises instead of
     silently starting from scratch.
     """
+    if self.read_only:
+      return self._read_latest(abstract_state)
     steps = self.steps()
     bad = []
     for step in reversed(steps):
       try:
         restored = self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        msg = str(e).strip().splitlines()
         bad.append(step)
         logging.warning('checkpoint at step %d is unreadable (%s); falling '
-                        'back to the previous one', step,
-                        msg[0] if msg else type(e).__name__)
+                        'back to the previous one', step, _first_line(e))
         continue
       if bad:
         self._quarantine(bad)
@@ -110,6 +122,30 @@ class Checkpointer:
       raise TrainingError(f'every checkpoint in {self.directory} is '
                           f'unreadable (steps {steps}); move the directory '
                           'away to start from scratch')
+    return None
+
+  def _read_latest(self, abstract_state, attempts: int = 3):
+    """Reader: the newest checkpoint that restores, trying older ones.
+
+    A run training in the same workdir may delete an old checkpoint while it
+    is read (``keep_checkpoints``): the steps are listed again and the read
+    retried, ``attempts`` times in all.
+    """
+    steps = []
+    for attempt in range(attempts):
+      if attempt:
+        self._manager.reload()
+      steps = self.steps()
+      for step in reversed(steps):
+        try:
+          return self.restore(step, abstract_state)
+        except Exception as e:  # pylint: disable=broad-except
+          logging.warning('checkpoint at step %d is unreadable (%s); trying '
+                          'the previous one', step, _first_line(e))
+    if steps:
+      raise TrainingError(
+          f'no checkpoint in {self.directory} could be read (steps {steps});'
+          ' nothing was changed; if a run is training there, try again')
     return None
 
   @property
@@ -134,7 +170,10 @@ class Checkpointer:
     self._manager.reload()
 
   def restore(self, step: int, abstract_state) -> tuple[Any, dict]:
-    """``(state, meta)`` saved at ``step``, placed like ``abstract_state``."""
+    """``(state, meta)`` saved at ``step``, placed like ``abstract_state``.
+
+    With ``abstract_state=None`` the state is restored as saved (a dict).
+    """
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         meta=ocp.args.JsonRestore()))
@@ -146,6 +185,57 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0] if lines else type(e).__name__
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether ``workdir`` holds a committed checkpoint (no manager opened)."""
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  return os.path.isdir(directory) and any(
+      name.isdigit() for name in os.listdir(directory))
+
+
+def read(workdir: str, abstract_state, step: int | None = None,
+         config=None) -> tuple[Any, dict]:
+  """``(state, meta)`` of ``workdir``'s latest (or ``step``) checkpoint, read-only.
+
+  For every reader of a run that may be training: committed checkpoints
+  only, nothing cleaned or moved. With ``config``, checkpoints of another
+  model are refused first (``check_compatible``).
+
+  Raises:
+    UserError: no checkpoint, or no checkpoint at ``step``.
+    TrainingError: checkpoints exist but none can be read.
+  """
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise UserError(f'{workdir} has no checkpoint; train first (python '
+                    'train.py --workdir ...) or pass the workdir of a '
+                    'training run')
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    if config is not None:
+      ckpt.check_compatible(config, workdir)
+    steps = ckpt.steps()
+    if not steps:
+      raise UserError(f'{workdir} has no complete checkpoint yet; train '
+                      'first, or wait for the run\'s first save')
+    if step is None:
+      return ckpt.restore_latest(abstract_state)
+    if step not in steps:
+      raise UserError(f'no checkpoint at step {step} in {workdir}; saved '
+                      f'steps: {steps}')
+    try:
+      return ckpt.restore(step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except
+      raise TrainingError(f'the checkpoint at step {step} in {workdir} '
+                          f'cannot be read ({_first_line(e)})') from None
+  finally:
+    ckpt.close()
 
 
 def _first_difference(have: dict, want: dict, prefix: str = '') -> str:
@@ -167,21 +257,17 @@ def load_params(path: str, params, batch_stats) -> tuple[Any, Any]:
     params: this run's params; the loaded tree must have the same shapes.
     batch_stats: this run's BatchNorm statistics, likewise.
   """
-  directory = path if os.path.basename(path.rstrip('/')) == CHECKPOINT_DIR \
-      else os.path.join(path, CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
+  workdir = (os.path.dirname(path.rstrip('/'))
+             if os.path.basename(path.rstrip('/')) == CHECKPOINT_DIR else path)
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
     raise UserError(f'init_from={path!r} has no {CHECKPOINT_DIR}/ directory; '
                     'point --config.init_from at a training workdir')
-  manager = ocp.CheckpointManager(directory)
   try:
-    step = manager.latest_step()
-    if step is None:
-      raise UserError(f'init_from={path!r} holds no checkpoint')
-    # Restored as saved (no target), so a different optimizer does not matter.
-    saved = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))['state']
-  finally:
-    manager.close()
+    # Restored as saved (no target), so a different optimizer does not
+    # matter; a corrupt latest checkpoint falls back to the previous one.
+    saved, _ = read(workdir, None)
+  except (UserError, TrainingError) as e:
+    raise UserError(f'init_from={path!r}: {e}') from None
   loaded = (saved.get('params', {}), saved.get('batch_stats', {}))
   shapes = lambda t: jax.tree.map(lambda x: tuple(x.shape), t)
   if shapes(loaded) != shapes((params, batch_stats)):

@@ -66,7 +66,7 @@ def one_line(e: BaseException) -> str:
   lines = [l.strip() for l in text.splitlines() if l.strip()]
   if not lines:
     return type(e).__name__
-  field = re.fullmatch(r"'+([\w.]+)'+", lines[0])
+  field = re.fullmatch(r"""["']+([\w.]+)["']+""", lines[0])
   if field:  # ConfigDict's KeyError for a field that does not exist
     return ' '.join([f'no config field {field.group(1)!r}; check the '
                      '--config.* override.'] +
@@ -80,9 +80,22 @@ def one_line(e: BaseException) -> str:
   return '; '.join(lines)
 
 
-def workdir_config(flag_values, name: str, workdir: str
-                   ) -> ml_collections.ConfigDict:
-  """The ``--config`` flag when given, else the config saved in ``workdir``."""
-  if flag_values[name].value is not None:
-    return flag_values[name].value
-  return workdir_lib.load_config(workdir)
+def with_saved_config(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config=<the workdir's saved config>`` when none is given.
+
+  Lets ``eval.py --workdir W --config.eval_split=...`` override the run's own
+  config (absl only parses ``--config.*`` after a ``--config``).
+  """
+  if any(a == '--config' or a.startswith('--config=') for a in argv):
+    return argv
+  workdir = None
+  for i, a in enumerate(argv):
+    if a.startswith('--workdir='):
+      workdir = a.split('=', 1)[1]
+    elif a == '--workdir' and i + 1 < len(argv):
+      workdir = argv[i + 1]
+  if not workdir:
+    return argv
+  from inception import saved_config  # pylint: disable=g-import-not-at-top
+  return [argv[0], f'--config={saved_config.__file__}:'
+          f'{os.path.abspath(workdir)}', *argv[1:]]

@@ -203,6 +203,10 @@ def _folder_split(root, split, classes, size, channels):
     d = os.path.join(root, split, name)
     found = sorted(e.name for e in os.scandir(d)
                    if e.is_file() and not e.name.startswith('.'))
+    if not found:
+      raise UserError(f'class folder {d} holds no files; add its images or '
+                      'remove the folder (an empty class would be a class '
+                      'with no examples)')
     files += [os.path.join(d, f) for f in found]
     labels += [classes.index(name)] * len(found)
   images, ok = augment.decode_files(np.array(files, dtype=object), size,

@@ -1,5 +1,4 @@
 """Evaluation: one pass over a split, and re-evaluation of a saved checkpoint."""
-import os
 import time
 
 import jax
@@ -47,6 +46,16 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
   }
 
 
+def restore_run(config, workdir: str, step: int | None = None):
+  """``(experiment, state)`` of a run's latest (or ``step``) checkpoint.
+
+  Read-only: safe while the run is still training in ``workdir``.
+  """
+  exp = experiment.setup(config)
+  state, _ = checkpoint.read(workdir, exp.abstract_state(), step, config)
+  return exp, state
+
+
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
                         split: str | None = None) -> dict:
   """Restores ``workdir``'s checkpoint (latest or ``step``) and evaluates it.
@@ -54,29 +63,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   Writes ``workdir/eval.json`` and returns the same dict, which adds
   ``step``, ``split``, ``params`` and ``macs`` to ``run``'s metrics.
   """
-  workdir = os.path.abspath(workdir)
-  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir):
-    raise UserError(f'{workdir} has no checkpoint to evaluate; train first '
-                    '(python train.py --workdir ...) or pass the workdir of a '
-                    'training run')
-  exp = experiment.setup(config)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  try:
-    ckpt.check_compatible(config, workdir)
-    steps = ckpt.steps()
-    if not steps:
-      raise UserError(f'{workdir} has no checkpoint to evaluate; train first')
-    abstract = exp.abstract_state()
-    if step is None:
-      state, _ = ckpt.restore_latest(abstract)
-    elif step not in steps:
-      raise UserError(f'no checkpoint at step {step} in {workdir}; saved '
-                      f'steps: {steps}')
-    else:
-      state, _ = ckpt.restore(step, abstract)
-  finally:
-    ckpt.close()
+  exp, state = restore_run(config, workdir, step)
   metrics = run(exp, state, split)
   cost = exp.cost()
   result = {'step': int(jax.device_get(state.step)),

@@ -10,11 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inception import build, conv_ops, data, flops, models, sharding, steps
+from inception import build, data, flops, models, sharding, steps, validate
 from inception.errors import UserError
-
-DTYPES = ('float32', 'bfloat16')
-
 
 @dataclasses.dataclass
 class Experiment:
@@ -64,27 +61,28 @@ class Experiment:
                          self.config.model.name, xla=False)
 
 
-def validate(config: ml_collections.ConfigDict):
-  """Checks the fields that no library call below would check in time."""
-  if config.dtype not in DTYPES:
-    raise UserError(f'dtype={config.dtype!r} is not supported; use one of '
-                    f'{", ".join(DTYPES)}')
-  if config.conv_impl not in conv_ops.IMPLS:
-    raise UserError(f'conv_impl={config.conv_impl!r} is not supported; use '
-                    f'one of {", ".join(conv_ops.IMPLS)}')
-  sharding.check_batch_size(config.batch_size)
-  for name in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    if config[name] <= 0:
-      raise UserError(f'{name}={config[name]} must be positive')
-  if config.num_epochs <= 0 and config.num_train_steps <= 0:
-    raise UserError('set --config.num_epochs or --config.num_train_steps > 0')
+def _check_input_size(model, config):
+  """The model must accept the config's image size (e.g. not too small)."""
+  x = jax.ShapeDtypeStruct((1, *build.input_shape(config)), jnp.float32)
+  try:
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'model {config.model.name!r} cannot take '
+                    f'{config.image_size}x{config.image_size}x{config.channels}'
+                    f' images ({str(e).splitlines()[0][:200]}); change '
+                    '--config.image_size') from None
 
 
 def setup(config: ml_collections.ConfigDict) -> Experiment:
   """Validates ``config`` and builds the experiment; UserError on bad input."""
-  validate(config)
+  validate.check(config)
+  sharding.check_batch_size(config.batch_size)
   model = build.model(config)  # a bad name or option fails before data loads
+  _check_input_size(model, config)
   info = data.get_info(config)
+  if config.eval_split and not info.num_eval_examples:
+    raise UserError(f'eval split {config.eval_split!r} is empty; give it '
+                    "examples, e.g. --config.eval_split='train[90%:]'")
   if config.model.num_classes != info.num_classes:
     raise UserError(f'the dataset has {info.num_classes} classes but '
                     f'model.num_classes={config.model.num_classes}; set '

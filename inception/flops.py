@@ -294,7 +294,9 @@ def _main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   from inception import build  # pylint: disable=g-import-not-at-top
+  from inception import validate  # pylint: disable=g-import-not-at-top
   cfg = flags.FLAGS.config
+  validate.check(cfg)
   shape = build.input_shape(cfg)
   name = cfg.model.name
   if flags.FLAGS.compare:

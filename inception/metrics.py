@@ -7,6 +7,7 @@ import time
 from typing import Any, Mapping
 
 import tqdm
+from absl import logging
 
 from inception import workdir as workdir_lib
 
@@ -68,30 +69,65 @@ class JsonlWriter:
     self._file.close()
 
 
+def _parse(line: str):
+  """A record (a dict with an integer ``step``), or None."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  if not isinstance(record, dict) or not isinstance(record.get('step'), int):
+    return None
+  return record
+
+
 def read_jsonl(path: str) -> list[dict]:
-  """All complete records of a metrics file (a torn last line is ignored)."""
+  """Every record of a metrics file; lines that are not records are skipped."""
   if not os.path.exists(path):
     return []
-  records = []
-  with open(path, encoding='utf-8') as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # only a kill mid-write leaves a partial line, and only last
-  return records
+  with open(path, encoding='utf-8', errors='replace') as f:
+    return [r for r in map(_parse, f) if r is not None]
+
+
+def append_record(path: str, record: dict):
+  """Appends one record (flushed) to a metrics file."""
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(json.dumps(record) + '\n')
 
 
 def truncate_after(path: str, step: int):
-  """Keeps the records with ``step <= step``, atomically.
+  """Drops the records after ``step``, atomically; keeps everything else.
 
   A resumed run restarts from its checkpoint at ``step``; records the killed
-  run wrote after it would otherwise appear twice.
+  run wrote after it would otherwise appear twice. Lines that cannot be
+  parsed (a torn write, a hand edit) are never deleted: they are moved to
+  ``<path>.unparsed`` with a warning, and every record at or before ``step``
+  is kept, wherever it is in the file.
   """
-  records = [r for r in read_jsonl(path) if r['step'] <= step]
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8', errors='replace') as f:
+    lines = f.read().splitlines()
+  kept, unparsed, dropped = [], [], 0
+  for line in lines:
+    if not line.strip():
+      continue
+    record = _parse(line)
+    if record is None:
+      unparsed.append(line)
+    elif record['step'] <= step:
+      kept.append(line)
+    else:
+      dropped += 1
+  if not unparsed and not dropped:
+    return
+  if unparsed:
+    with open(path + '.unparsed', 'a', encoding='utf-8') as f:
+      f.writelines(line + '\n' for line in unparsed)
+    logging.warning('%s: %d line(s) that are not metric records were moved '
+                    'to %s.unparsed', path, len(unparsed), path)
   tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(json.dumps(r) + '\n' for r in records)
+    f.writelines(line + '\n' for line in kept)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
@@ -129,6 +165,10 @@ class Progress:
     self._total = total
     self._start = time.perf_counter()
     self._initial = initial
+
+  def start_clock(self, step: int):
+    """Restarts the ETA's clock at ``step`` (after compilation)."""
+    self._start, self._initial = time.perf_counter(), step
 
   def update(self, step: int, n: int = 1):
     del step

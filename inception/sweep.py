@@ -16,6 +16,7 @@ training the same run.
 import builtins
 import ctypes
 import dataclasses
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -34,6 +35,7 @@ from inception import budget, build, workdir as workdir_lib
 from inception.errors import UserError
 
 TRAIN_MODULE = 'inception.train_main'  # ``python -m``: no path to a script
+_MAX_NAME = 200  # characters of a run directory's name
 
 
 def axis(name: str, values: Iterable) -> list[dict]:
@@ -94,13 +96,20 @@ def _flag_value(v) -> str:
 def run_name(overrides: dict) -> str:
   """A directory name from the overrides, e.g. ``bottleneck=False,seed=1``."""
   parts = [f'{k.split(".")[-1]}={_flag_value(v)}' for k, v in overrides.items()]
-  name = ','.join(parts) or 'base'
-  return re.sub(r'[^A-Za-z0-9=,._+-]', '_', name)
+  name = re.sub(r'[^A-Za-z0-9=,._+-]', '_', ','.join(parts) or 'base')
+  if len(name) > _MAX_NAME:  # file systems allow 255 bytes: keep it unique
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str)
+                          .encode()).hexdigest()[:12]
+    name = f'{name[:_MAX_NAME - 13]}-{digest}'
+  return name
 
 
 def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
-  """Runs ``get_sweep(config)`` of the sweep file; UserError on any fault."""
-  if not os.path.exists(path):
+  """Runs ``get_sweep(config)`` of the sweep file; UserError on any fault.
+
+  ``get_sweep`` may return any iterable of dicts (a list, a generator).
+  """
+  if not os.path.isfile(path):
     raise UserError(f'sweep file {path} does not exist')
   spec = importlib.util.spec_from_file_location('_sweep_file', path)
   module = importlib.util.module_from_spec(spec)
@@ -109,16 +118,33 @@ def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
   except SyntaxError as e:
     raise UserError(f'sweep file {path} has a syntax error at line {e.lineno}:'
                     f' {e.msg}') from None
-  if not hasattr(module, 'get_sweep'):
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'sweep file {path} failed to import: '
+                    f'{type(e).__name__}: {_first_line(e)}') from None
+  if not callable(getattr(module, 'get_sweep', None)):
     raise UserError(f'sweep file {path} defines no get_sweep(config)')
-  runs = module.get_sweep(config)
-  if not runs or not all(isinstance(r, dict) for r in runs):
+  try:
+    runs = module.get_sweep(config)
+    runs = list(runs) if isinstance(runs, Iterable) and not isinstance(
+        runs, (dict, str)) else runs
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'get_sweep in {path} raised {type(e).__name__}: '
+                    f'{_first_line(e)}') from None
+  if (not isinstance(runs, list) or not runs
+      or not all(isinstance(r, dict) for r in runs)):
     raise UserError(f'get_sweep in {path} must return a non-empty list of '
                     'dicts of overrides')
   for overrides in runs:
     for key, value in overrides.items():
       _check_override(config, key, value, path)
   return runs
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0][:200] if lines else ''
 
 
 def _check_override(config, key: str, value, path: str):
@@ -229,11 +255,35 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
 
 def write_manifest(workdir: str, config_arg: str, sweep_path: str,
                    extra: list[str], runs: list[Run]):
-  """Records what the sweep is, for the report and for resuming."""
+  """Records what the sweep is, for the report and for resuming.
+
+  A rerun must be the same sweep: if the manifest's base config or shared
+  overrides differ, the rerun is refused (its finished runs would otherwise
+  be skipped under a label they never had). Runs the manifest already lists
+  are kept; new ones are added.
+  """
   os.makedirs(workdir, exist_ok=True)
+  path = workdir_lib.path(workdir, workdir_lib.MANIFEST)
+  old = workdir_lib.read_json(path)
+  entries = [{'name': r.name, 'overrides': r.overrides} for r in runs]
+  if old:
+    same = lambda arg: os.path.basename(arg.partition(':')[0]) + ':' + (
+        arg.partition(':')[2])
+    changes = []
+    if same(old.get('config', '')) != same(config_arg):
+      changes.append(f'config: {old.get("config")!r} -> {config_arg!r}')
+    if old.get('overrides', []) != extra:
+      changes.append(f'shared overrides: {old.get("overrides")} -> {extra}')
+    if changes:
+      raise UserError(
+          f'{workdir} holds a sweep with other settings ({"; ".join(changes)})'
+          '; its runs would be mislabelled: use a new --workdir, or rerun '
+          'with the same settings')
+    known = {e['name'] for e in old.get('runs', [])}
+    entries = old.get('runs', []) + [e for e in entries
+                                     if e['name'] not in known]
   manifest = {'config': config_arg, 'sweep': sweep_path, 'overrides': extra,
-              'runs': [{'name': r.name, 'overrides': r.overrides}
-                       for r in runs]}
+              'runs': entries}
   workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.MANIFEST),
                          manifest)
 
@@ -261,6 +311,8 @@ def main(config, config_arg: str, sweep_path: str, workdir: str,
   """
   if parallel < 1:
     raise UserError(f'--parallel must be at least 1, got {parallel}')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir} is a file; give a directory')
   runs = plan(os.path.abspath(workdir), load_sweep(sweep_path, config))
   config_arg = absolute_config_arg(config_arg)
   if dry_run:

@@ -7,7 +7,9 @@ A run is a pure function of its config: the data order, augmentation and
 dropout masks of step ``s`` depend only on ``config.seed`` and ``s``, so a
 run resumed from a checkpoint continues exactly as if never stopped.
 """
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -15,37 +17,51 @@ import jax
 import numpy as np
 from absl import logging
 
-from inception import (checkpoint, data, evaluate, experiment, metrics,
-                       provenance, sharding, workdir as workdir_lib)
+from inception import (checkpoint, data, evaluate, experiment, identity,
+                       metrics, provenance, sharding, workdir as workdir_lib)
 from inception.errors import TrainingError
 
 
-class _Preemption:
-  """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly.
+class _Signals:
+  """SIGTERM and a first Ctrl-C (SIGINT) ask the run to save and stop.
 
-  With several processes, JAX's preemption service (orbax
-  ``reached_preemption``) makes every process stop at the same step.
+  Installed before set-up, so that a signal during set-up, compilation or a
+  save is only noted: the loop then saves at the current step (or, before
+  the first step, stops with nothing to save) and exits 0. A second SIGINT
+  aborts at once, exit 130, keeping the last saved checkpoint. With several
+  processes, JAX's preemption service (orbax ``reached_preemption``) makes
+  every process stop at the same step.
   """
 
-  def __init__(self, ckpt: checkpoint.Checkpointer):
-    self._ckpt = ckpt
-    self.requested = False
-    self._previous = None
+  def __init__(self):
+    self.requested = ''  # the first signal's name
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      print('error: interrupted twice; aborted without saving (the last '
+            'saved checkpoint is kept)', file=sys.stderr, flush=True)
+      os._exit(130)  # pylint: disable=protected-access
+    if not self.requested:
+      self.requested = signal.Signals(signum).name
+      if signum == signal.SIGINT:
+        print('interrupted: saving a checkpoint at the current step '
+              '(Ctrl-C again aborts without saving)', file=sys.stderr,
+              flush=True)
 
-  def reached(self, step: int) -> bool:
+  def reached(self, ckpt: checkpoint.Checkpointer, step: int) -> bool:
     if jax.process_count() > 1:
-      return self._ckpt.reached_preemption(step)
-    return self.requested
+      return ckpt.reached_preemption(step)
+    return bool(self.requested)
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
@@ -79,16 +95,44 @@ def train_and_evaluate(config, workdir: str,
   ``checkpoints/`` and, when training ends, ``summary.json``.
 
   Returns:
-    The summary: status ('done', or 'stopped' by SIGTERM or
+    The summary: status ('done', or 'stopped' by SIGTERM, Ctrl-C or
     ``stop_after_steps``), step, params, macs, final
     and best eval accuracy, train time and images/s.
 
   Raises:
-    UserError: bad config, data or workdir (nothing is written).
+    UserError: bad config, data or workdir (nothing is written), or a
+      resumed workdir whose saved config differs in a field that changes
+      the result.
     TrainingError: the run cannot go on (the last good checkpoint is kept).
   """
+  signals = _Signals()
+  try:
+    return _train(config, workdir, stop_after_steps, signals)
+  except RuntimeError as e:  # XLA's errors are RuntimeErrors
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    raise TrainingError(
+        f'out of memory ({_first_line(e)}) with batch_size '
+        f'{config.batch_size} and {config.image_size}x{config.image_size} '
+        f'images; lower --config.batch_size (e.g. to '
+        f'{max(1, config.batch_size // 2)}) or --config.image_size; the last '
+        'checkpoint is kept') from None
+  finally:
+    signals.restore()
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0][:200] if lines else type(e).__name__
+
+
+def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
+  """``train_and_evaluate`` with its signal handlers installed."""
   run_start = time.perf_counter()  # wall time includes data loading and init
-  # Config and data are checked before anything is written.
+  # The run's identity, config and data are checked before anything is
+  # written.
+  changes = identity.check_resume(config, workdir,
+                                  checkpoint.has_checkpoints(workdir))
   exp = experiment.setup(config)
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.lock(workdir)
@@ -113,8 +157,12 @@ def train_and_evaluate(config, workdir: str,
   metrics_path = workdir_lib.path(workdir, workdir_lib.METRICS)
   if is_main:
     workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.CONFIG),
-                           config.to_dict())
+                           identity.saved_config(config))
     metrics.truncate_after(metrics_path, start)
+    if changes:  # fields that do not change the result, e.g. log cadence
+      metrics.append_record(metrics_path, {
+          'step': start, 'config_change': {k: {'old': a, 'new': b}
+                                           for k, (a, b) in changes.items()}})
   writer = metrics.create_writer(workdir, is_main)
   cost = exp.cost()
   progress = metrics.Progress(total, start, config.batch_size, enabled=is_main)
@@ -124,15 +172,15 @@ def train_and_evaluate(config, workdir: str,
       f'{exp.info.num_train_examples:,} train, {config.eval_split}: '
       f'{exp.info.num_eval_examples:,} eval | {jax.device_count()} device(s),'
       f' {jax.process_count()} process(es) | batch {config.batch_size}, '
-      f'{exp.steps_per_epoch} steps/epoch, {total} steps'
-      + (f' | resuming at step {start}' if start else ''))
+      f'{exp.steps_per_epoch} steps/epoch, {total} steps | {config.dtype}, '
+      f'{config.optimizer} lr {config.learning_rate:g} {config.schedule} | '
+      f'workdir {workdir}' + (f' | resuming at step {start}' if start else ''))
 
   eval_every = (max(1, round(config.eval_every_epochs * exp.steps_per_epoch))
                 if config.eval_every_epochs > 0 else total)
   batches = data.train_batches(config, start_step=start,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
-  preemption = _Preemption(ckpt)
   pending = []
   window_start = time.perf_counter()
   window_steps, status = 0, 'done'
@@ -143,6 +191,10 @@ def train_and_evaluate(config, workdir: str,
     ckpt.save(step, state, meta)
 
   try:
+    if signals.requested:  # during set-up: nothing new to save
+      status, total = 'stopped', start
+      progress.write(f'stopped by {signals.requested} before training; run '
+                     'the same command to continue')
     for step in range(start, total):
       batch = sharding.global_batch(next(batches), exp.batch_sharding)
       state, step_metrics = exp.train_step(state, batch, exp.dropout_rng)
@@ -153,8 +205,9 @@ def train_and_evaluate(config, workdir: str,
         jax.block_until_ready(step_metrics)
         meta['compile_time_s'] = time.perf_counter() - window_start
         window_start, window_steps = time.perf_counter(), 0
+        progress.start_clock(done)  # the ETA leaves compilation out
       progress.update(done)
-      stop = preemption.reached(done) or (
+      stop = signals.reached(ckpt, done) or (
           stop_after_steps is not None and done - start >= stop_after_steps)
       is_log = done % config.log_every_steps == 0 or done == total
       is_eval = done % eval_every == 0 or done == total
@@ -199,13 +252,13 @@ def train_and_evaluate(config, workdir: str,
         break
       window_start = time.perf_counter()
   finally:
-    preemption.restore()
     progress.close()
     writer.close()
     ckpt.close()
     lock.close()
 
   step = int(jax.device_get(state.step))
+  total = exp.total_steps
   if status == 'done' and meta['final_eval'] is None:
     # Resumed after the last checkpoint but before the summary was written.
     result = evaluate.run(exp, state)
@@ -233,4 +286,10 @@ def train_and_evaluate(config, workdir: str,
     workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.SUMMARY),
                            summary)
   logging.info('summary: %s', summary)
+  if is_main and status == 'done':
+    accuracy = summary['final_eval_accuracy']
+    print(f'done: step {step}, eval accuracy {accuracy:.4f} on '
+          f'{config.eval_split}, {summary["wall_time_s"]:.0f} s wall time, '
+          f'{summary["images_per_s"] or 0:.0f} images/s; {workdir}/'
+          f'{workdir_lib.SUMMARY}', flush=True)
   return summary

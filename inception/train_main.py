@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from inception import cli, sharding, train
+from inception.errors import UserError
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                 lock_config=True)
@@ -27,6 +28,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  if FLAGS.stop_after_steps is not None and FLAGS.stop_after_steps < 1:
+    raise UserError(f'--stop_after_steps={FLAGS.stop_after_steps} must be at '
+                    'least 1')
   sharding.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.stop_after_steps)

@@ -3,6 +3,7 @@
 Every case runs the real entry point in its own process; the processes are
 started together (they mostly wait on imports) and each case is one test.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,26 @@ def _cases(tmp):
     f.write('def get_sweep(config)\n  return []\n')
   with open(f'{tmp}/bad_field.py', 'w') as f:
     f.write('def get_sweep(config):\n  return [{"model.widht": 0.5}]\n')
+  os.makedirs(f'{tmp}/hollow/train/a')
+  os.makedirs(f'{tmp}/hollow/train/b')
+  open(f'{tmp}/hollow/train/a/x.png', 'wb').close()
+  with open(f'{tmp}/import_error.py', 'w') as f:
+    f.write('import no_such_module_here\n')
+  with open(f'{tmp}/raises.py', 'w') as f:
+    f.write('def get_sweep(config):\n  raise ValueError("boom")\n')
+  os.makedirs(f'{tmp}/torn_config')
+  with open(f'{tmp}/torn_config/config.json', 'w') as f:
+    f.write('{"model": {"name"')
+  old = quick_config().to_dict()
+  del old['conv_impl']
+  os.makedirs(f'{tmp}/old_config/checkpoints')
+  with open(f'{tmp}/old_config/config.json', 'w') as f:
+    json.dump(old, f)
+  os.makedirs(f'{tmp}/corrupt_sweep/run')
+  with open(f'{tmp}/corrupt_sweep/run/config.json', 'w') as f:
+    json.dump(old, f)
+  with open(f'{tmp}/corrupt_sweep/run/summary.json', 'w') as f:
+    f.write('{"status": "do')
   w = f'{tmp}/w'  # must never be created by a failing command
   train_cmd = ['train.py', '--config', QUICK, '--workdir', w]
   sweep_cmd = ['sweep.py', '--config', QUICK, '--workdir', w, '--sweep']
@@ -52,7 +73,7 @@ def _cases(tmp):
       'bad_split': (train_cmd + ['--config.train_split=train[:abc]'], {},
                     "bad split 'train[:abc]'", w),
       'batch_zero': (train_cmd + ['--config.batch_size=0'], {},
-                     'batch_size=0 must be a positive multiple', w),
+                     'batch_size=0 is invalid', w),
       'batch_indivisible': (
           train_cmd + ['--config.batch_size=30'],
           {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'},
@@ -67,6 +88,50 @@ def _cases(tmp):
                              'has a syntax error at line 1', w),
       'sweep_unknown_field': (sweep_cmd + [f'{tmp}/bad_field.py'], {},
                               "config has no field 'model.widht'", w),
+      'width_zero': (train_cmd + ['--config.model.width=0'], {},
+                     'model.width=0.0 is invalid', w),
+      'width_nan': (train_cmd + ['--config.model.width=nan'], {},
+                    'model.width=nan is invalid', w),
+      'width_negative': (train_cmd + ['--config.model.width=-1'], {},
+                         'model.width=-1.0 is invalid', w),
+      'lr_negative': (train_cmd + ['--config.learning_rate=-0.1'], {},
+                      'learning_rate=-0.1 is invalid', w),
+      'weight_decay_negative': (train_cmd + ['--config.weight_decay=-1e-4'],
+                                {}, 'weight_decay=-0.0001 is invalid', w),
+      'epochs_inf': (train_cmd + ['--config.num_epochs=inf'], {},
+                     'num_epochs=inf is invalid', w),
+      'epochs_nan': (train_cmd + ['--config.num_epochs=nan'], {},
+                     'num_epochs=nan is invalid', w),
+      'seed_too_big': (train_cmd + [f'--config.seed={2**64 + 1}'], {},
+                       'seed=18446744073709551617 is invalid', w),
+      'stop_after_zero': (train_cmd + ['--stop_after_steps=0'], {},
+                          '--stop_after_steps=0 must be at least 1', w),
+      'stop_after_negative': (train_cmd + ['--stop_after_steps=-3'], {},
+                              '--stop_after_steps=-3 must be at least 1', w),
+      'empty_eval_split': (train_cmd + ["--config.eval_split=train[100%:]"],
+                           {}, "eval split 'train[100%:]' is empty", w),
+      'class_without_images': (
+          train_cmd + [f'--config.dataset=folder:{tmp}/hollow'], {},
+          'holds no files', w),
+      'nested_unknown_field': (train_cmd + ['--config.model.dropout_rat=0.1'],
+                               {}, "no config field 'dropout_rat'", w),
+      'eval_torn_config': (['eval.py', '--workdir', f'{tmp}/torn_config'], {},
+                           'config.json is not valid JSON', None),
+      'eval_old_config': (['eval.py', '--workdir', f'{tmp}/old_config'], {},
+                          "the config has no field 'conv_impl'", None),
+      'sweep_import_error': (sweep_cmd + [f'{tmp}/import_error.py'], {},
+                             'failed to import: ModuleNotFoundError', w),
+      'sweep_raises': (sweep_cmd + [f'{tmp}/raises.py'], {},
+                       'raised ValueError: boom', w),
+      'sweep_workdir_is_a_file': (
+          ['sweep.py', '--config', QUICK, '--workdir', f'{tmp}/a_file',
+           '--sweep', 'configs/sweeps/demo.py'], {}, 'is a file', None),
+      'report_corrupt_summary': (
+          ['-m', 'inception.report', f'{tmp}/corrupt_sweep'], {},
+          'summary.json is not valid JSON', None),
+      'flops_bad_image_size': (
+          ['-m', 'inception.flops', '--config', QUICK,
+           '--config.image_size=2'], {}, 'image_size=2 is invalid', None),
   }
 
 
@@ -88,7 +153,14 @@ def results(tmp_path_factory):
 CASES = ['unknown_field', 'wrong_type', 'unknown_model', 'unknown_dataset',
          'tfds_offline', 'folder_missing', 'folder_empty', 'folder_no_classes',
          'bad_split', 'batch_zero', 'batch_indivisible', 'workdir_not_writable',
-         'eval_no_checkpoint', 'sweep_syntax_error', 'sweep_unknown_field']
+         'eval_no_checkpoint', 'sweep_syntax_error', 'sweep_unknown_field',
+         'width_zero', 'width_nan', 'width_negative', 'lr_negative',
+         'weight_decay_negative', 'epochs_inf', 'epochs_nan', 'seed_too_big',
+         'stop_after_zero', 'stop_after_negative', 'empty_eval_split',
+         'class_without_images', 'nested_unknown_field', 'eval_torn_config',
+         'eval_old_config', 'sweep_import_error', 'sweep_raises',
+         'sweep_workdir_is_a_file', 'report_corrupt_summary',
+         'flops_bad_image_size']
 
 
 def _check(results, name):

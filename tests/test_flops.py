@@ -147,3 +147,36 @@ def test_depthwise_macs_equal_xla_count():
   assert layer.kind == 'depthwise5x5' and layer.params == 25 * 16
   assert report.macs == 14 * 14 * 25 * 16
   assert report.xla_flops == 2 * layer.valid_macs < 2 * layer.macs
+
+
+# Table 1's printed params (K = 1,024 weights) and ops (M = 1e6 MACs) columns.
+TABLE1_PRINTED = {'3a': (159, 128), '3b': (380, 304), '4a': (364, 73),
+                  '4b': (437, 88), '4c': (463, 100), '4d': (580, 119),
+                  '4e': (840, 170), '5a': (1072, 54), '5b': (1388, 71)}
+
+
+def test_table1_printed_columns_against_its_widths():
+  """Every module: which printed params/ops the widths reproduce (README errata).
+
+  Params within 1% of the printed column for 3a, 3b, 4a, 4b, 4e; off for 4c
+  (497.5K from the widths vs 463K printed), 4d (590.5K vs 580K), 5a (1,018K vs
+  1,072K) and 5b (1,409K vs 1,388K). Ops round to the printed M for every
+  module but 5a (51.08M vs 54M).
+  """
+  report = flops.analyze(models.get_model('googlenet'), (224, 224, 3),
+                         xla=False)
+  blocks = {b.name: b for b in report.blocks}
+  cin, params_off, ops_off = 192, set(), set()
+  sizes = {'3': 28, '4': 14, '5': 7}
+  for stage, w in models.TABLE1.items():
+    weights = _hand_macs(w, 1, cin)
+    printed_k, printed_m = TABLE1_PRINTED[stage]
+    if abs(weights / 1024 - printed_k) > 0.01 * printed_k:
+      params_off.add(stage)
+    macs = blocks[f'inception_{stage}'].macs
+    assert macs == _hand_macs(w, sizes[stage[0]], cin)
+    if round(macs / 1e6) != printed_m:
+      ops_off.add(stage)
+    cin = w.c1x1 + w.c3x3 + w.c5x5 + w.pool_proj
+  assert params_off == {'4c', '4d', '5a', '5b'}
+  assert ops_off == {'5a'}

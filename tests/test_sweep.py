@@ -183,3 +183,19 @@ def test_notebook_runs_on_a_sweep(seed_sweep):
   assert len(images) >= 6
   text = json.dumps([c.get('outputs') for c in nb.cells])
   assert 'reduces' in text and 'accuracy' in text and 'PCA at rank' in text
+
+
+def test_ablation_sweep_describes_every_arm_before_training():
+  """The dry run shows each arm's branch widths and MACs against the first."""
+  from configs import inception_cifar  # pylint: disable=g-import-not-at-top
+  config = inception_cifar.get_config('cpu')
+  runs = sweep.plan('/nonexistent', sweep.load_sweep(
+      'configs/sweeps/cifar10_ablation.py', config))
+  assert len(runs) == 11  # 3 seeds x 3 arms + 2 seeds of naive, same widths
+  lines = sweep.describe_arms(config, runs)
+  assert len(lines) == 4
+  assert '1.000x the target' in lines[0] and '3a branches 8/12/16/2/4/4' in lines[0]
+  equal = lines[1]
+  ratio = float(equal.split('x the target')[0].rsplit('(', 1)[1])
+  assert abs(ratio - 1) <= 0.05 and 'DEGENERATE' in equal
+  assert 'separable=True' in lines[3]
