@@ -204,7 +204,7 @@ def test_foreign_checkpoint_is_refused_and_kept(tmp_path):
       timeout=300)
   lines = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  assert 'model.width=1.0, config asks for 2.0' in lines[0]
-  assert '--config.init_from=' in lines[0] and 'fresh --workdir' in lines[0]
+  assert 'model.width: saved 1.0, requested 2.0' in lines[0]
+  assert '--config.init_from=' in lines[0] and 'new --workdir' in lines[0]
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
   shutil.rmtree(workdir)

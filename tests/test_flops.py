@@ -160,8 +160,8 @@ def test_table1_printed_columns_against_its_widths():
 
   Params within 1% of the printed column for 3a, 3b, 4a, 4b, 4e; off for 4c
   (497.5K from the widths vs 463K printed), 4d (590.5K vs 580K), 5a (1,018K vs
-  1,072K) and 5b (1,409K vs 1,388K). Ops round to the printed M for every
-  module but 5a (51.08M vs 54M).
+  1,072K) and 5b (1,409K vs 1,388K). Ops are within 1% of the printed M for
+  every module but 5a (51.08M vs 54M).
   """
   report = flops.analyze(models.get_model('googlenet'), (224, 224, 3),
                          xla=False)
@@ -175,7 +175,7 @@ def test_table1_printed_columns_against_its_widths():
       params_off.add(stage)
     macs = blocks[f'inception_{stage}'].macs
     assert macs == _hand_macs(w, sizes[stage[0]], cin)
-    if round(macs / 1e6) != printed_m:
+    if abs(macs / 1e6 - printed_m) > 0.01 * printed_m:
       ops_off.add(stage)
     cin = w.c1x1 + w.c3x3 + w.c5x5 + w.pool_proj
   assert params_off == {'4c', '4d', '5a', '5b'}
