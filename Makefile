@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo flops clean ablation
 
-$(STAMP): requirements.txt requirements-test.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-	    -r requirements.txt -r requirements-test.txt -c constraints.txt
+	    -r requirements.txt -r requirements-test.txt -r requirements-cluster.txt \
+	    -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

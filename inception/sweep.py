@@ -186,13 +186,15 @@ def _die_with_parent():
     pass  # not Linux: children outlive a killed runner
 
 
-def _write_status(run: Run, status: dict):
+def write_status(run: Run, status: dict):
+  """Writes the run's ``status.json`` (atomically)."""
   os.makedirs(run.workdir, exist_ok=True)
   workdir_lib.write_json(workdir_lib.path(run.workdir, workdir_lib.RUN_STATUS),
                          status)
 
 
-def _tail(path: str, lines: int = 5) -> str:
+def tail(path: str, lines: int = 5) -> str:
+  """A log's last ``error:`` line, else its last ``lines`` lines."""
   try:
     with open(path, encoding='utf-8', errors='replace') as f:
       text = f.read().strip().splitlines()
@@ -202,21 +204,40 @@ def _tail(path: str, lines: int = 5) -> str:
   return errors[-1] if errors else '\n'.join(text[-lines:])
 
 
+def split_done(runs: list[Run], echo=print) -> tuple[dict[str, str], list[Run]]:
+  """({name: 'skipped'} for finished runs, the runs still to train)."""
+  skipped = {r.name: 'skipped' for r in runs if r.done()}
+  if skipped:
+    echo(f'{len(skipped)} run(s) already done, skipped')
+  return skipped, [r for r in runs if r.name not in skipped]
+
+
+def finish(run: Run, returncode: int, seconds: float, config_arg: str,
+           extra: list[str], echo=print, error: str | None = None) -> str:
+  """Records a run's end in ``status.json``; returns 'done' or 'failed'."""
+  ok = returncode == 0 and error is None and os.path.exists(
+      workdir_lib.path(run.workdir, workdir_lib.SUMMARY))
+  status = {'status': 'done' if ok else 'failed', 'returncode': returncode,
+            'seconds': round(seconds, 1), 'overrides': run.overrides,
+            'command': run.command(config_arg, extra)}
+  if not ok:
+    status['error'] = error or tail(workdir_lib.path(run.workdir,
+                                                     workdir_lib.LOG))
+  write_status(run, status)
+  echo(f'{status["status"]} {run.name} ({status["seconds"]} s)' +
+       (f': {status["error"]}' if not ok else ''))
+  return status['status']
+
+
 def execute(runs: list[Run], config_arg: str, extra: list[str],
             parallel: int = 1, echo=print) -> dict[str, str]:
-  """Trains every run not yet done, ``parallel`` at a time.
+  """Trains every run not yet done, ``parallel`` at a time, as local processes.
 
   Returns:
     run name -> final status ('done', 'failed', 'skipped' if already done).
   """
-  results, queue, active = {}, [], {}
-  for run in runs:
-    if run.done():
-      results[run.name] = 'skipped'
-    else:
-      queue.append(run)
-  if results:
-    echo(f'{len(results)} run(s) already done, skipped')
+  results, queue = split_done(runs, echo)
+  active = {}
   while queue or active:
     while queue and len(active) < parallel:
       run = queue.pop(0)
@@ -224,8 +245,8 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
       log = open(workdir_lib.path(run.workdir, workdir_lib.LOG), 'a',
                  encoding='utf-8')
       cmd = run.command(config_arg, extra)
-      _write_status(run, {'status': 'running', 'command': cmd,
-                          'overrides': run.overrides})
+      write_status(run, {'status': 'running', 'launcher': 'local',
+                         'command': cmd, 'overrides': run.overrides})
       echo(f'start {run.name}')
       proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL,
@@ -237,19 +258,8 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
         continue
       log.close()
       del active[name]
-      ok = proc.returncode == 0 and os.path.exists(
-          workdir_lib.path(run.workdir, workdir_lib.SUMMARY))
-      status = {'status': 'done' if ok else 'failed',
-                'returncode': proc.returncode,
-                'seconds': round(time.time() - start, 1),
-                'overrides': run.overrides, 'command': run.command(
-                    config_arg, extra)}
-      if not ok:
-        status['error'] = _tail(workdir_lib.path(run.workdir, workdir_lib.LOG))
-      _write_status(run, status)
-      results[name] = status['status']
-      echo(f'{status["status"]} {name} ({status["seconds"]} s)' +
-           (f': {status["error"]}' if not ok else ''))
+      results[name] = finish(run, proc.returncode, time.time() - start,
+                             config_arg, extra, echo)
   return results
 
 
@@ -302,27 +312,51 @@ def dry_run_commands(runs: list[Run], config_arg: str,
 
 def main(config, config_arg: str, sweep_path: str, workdir: str,
          extra: list[str], parallel: int = 1, dry_run: bool = False,
-         echo=print) -> dict[str, str] | None:
+         echo=print, launcher: str = 'local',
+         launcher_args: list[str] | None = None, ray_address: str = '',
+         submitit_cluster: str | None = None) -> dict[str, str] | None:
   """Plans and runs a sweep (``sweep.py`` then writes the report).
 
+  Args:
+    launcher: 'local', 'slurm' or 'ray' (``inception.launchers``).
+    launcher_args: ``key=value`` resources for the launcher, e.g.
+      ``partition=gpu``, ``time=240`` (minutes), ``gpus_per_node=1``.
+    ray_address: Ray cluster to join ('' starts a local instance).
+    submitit_cluster: submitit's ``cluster`` (None: SLURM where ``sbatch``
+      exists; 'local': processes on this machine, as the tests use).
+
   Returns:
-    run name -> final status, or None for a dry run (which prints each arm
-    and one shell command per run, and writes nothing).
+    run name -> final status, or None for a dry run (which prints each arm,
+    one shell command per run and, for SLURM, the sbatch script, and writes
+    nothing).
   """
+  from inception import launchers  # pylint: disable=g-import-not-at-top
   if parallel < 1:
     raise UserError(f'--parallel must be at least 1, got {parallel}')
+  args = launchers.parse_args(launcher, launcher_args or [])
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'--workdir {workdir} is a file; give a directory')
   runs = plan(os.path.abspath(workdir), load_sweep(sweep_path, config))
   config_arg = absolute_config_arg(config_arg)
+  jobs_dir = os.path.join(os.path.abspath(workdir), '.submitit')
   if dry_run:
     for line in describe_arms(config, runs):
       echo(f'# {line}')
     for line in dry_run_commands(runs, config_arg, extra):
       echo(line)
+    if launcher == 'slurm':
+      echo(f'# the sbatch script submitit would submit (one array task per '
+           f'run):\n{launchers.sbatch_script(jobs_dir, args, len(runs))}')
     return None
   write_manifest(workdir, config_arg, sweep_path, extra, runs)
-  results = execute(runs, config_arg, extra, parallel, echo)
+  if launcher == 'slurm':
+    results = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
+                                  echo, cluster=submitit_cluster)
+  elif launcher == 'ray':
+    results = launchers.run_ray(runs, config_arg, extra, args, ray_address,
+                                echo)
+  else:
+    results = execute(runs, config_arg, extra, parallel, echo)
   failed = [n for n, s in results.items() if s == 'failed']
   if failed:
     echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
