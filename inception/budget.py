@@ -57,17 +57,22 @@ class Shape:
   """What one variant is: per-block branch widths, params and MACs."""
   params: int
   macs: int
-  branches: dict[str, tuple[int, ...]]  # block -> widths of the live branches
+  branches: dict[str, tuple[int, ...]]  # block -> widths of the live layers
+  outputs: dict[str, tuple[int, ...]]  # block -> each branch's output width
 
   @property
   def narrowest(self) -> tuple[str, int]:
-    """(block, channels) of the narrowest branch over all Inception blocks."""
-    block = min(self.branches, key=lambda b: min(self.branches[b]))
-    return block, min(self.branches[block])
+    """(block, channels) of the narrowest branch output over all blocks.
+
+    A branch's output is what it adds to the block's concatenation; the 1x1
+    reductions inside a branch are narrow by design and not counted.
+    """
+    block = min(self.outputs, key=lambda b: min(self.outputs[b]))
+    return block, min(self.outputs[block])
 
   @property
   def degenerate(self) -> bool:
-    return bool(self.branches) and self.narrowest[1] <= DEGENERATE_CHANNELS
+    return bool(self.outputs) and self.narrowest[1] <= DEGENERATE_CHANNELS
 
 
 def describe(model_name: str, input_shape, **options) -> Shape:
@@ -79,7 +84,7 @@ def describe(model_name: str, input_shape, **options) -> Shape:
   """
   model = models.get_model(model_name, **options)
   report = flops.analyze(model, input_shape, xla=False)
-  branches = {}
+  branches, outputs = {}, {}
   for block in report.blocks:
     if block.widths is None:
       continue
@@ -90,8 +95,11 @@ def describe(model_name: str, input_shape, **options) -> Shape:
     live += [w.c5x5_reduce] if model.bottleneck else []
     live += [w.c5x5]
     live += [w.pool_proj] if model.pool_proj else []
-    branches[block.name.removeprefix('inception_')] = tuple(live)
-  return Shape(report.inference_params, report.macs, branches)
+    name = block.name.removeprefix('inception_')
+    branches[name] = tuple(live)
+    outputs[name] = (w.c1x1, w.c3x3, w.c5x5) + (
+        (w.pool_proj,) if model.pool_proj else ())
+  return Shape(report.inference_params, report.macs, branches, outputs)
 
 
 def format_shape(shape: Shape, target: int | None = None) -> str:
@@ -99,7 +107,7 @@ def format_shape(shape: Shape, target: int | None = None) -> str:
   line = f'{shape.params:,} params, {shape.macs:,} MACs/image'
   if target:
     line += f' ({shape.macs / target:.3f}x the target {target:,})'
-  if shape.branches:
+  if shape.outputs:
     block, channels = shape.narrowest
     first = next(iter(shape.branches))
     line += (f'; {first} branches {"/".join(map(str, shape.branches[first]))}'

@@ -36,11 +36,12 @@ def saved_config(config: ml_collections.ConfigDict) -> dict:
   return d
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
+def flatten(d: dict, prefix: str = '') -> dict:
+  """Nested dicts as one dict keyed by dotted paths ('model.width')."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = v
   return out
@@ -52,7 +53,7 @@ def differences(saved: dict, requested: dict) -> dict[str, tuple]:
   Only fields present on both sides count: a field the code gained (or lost)
   after the run was saved was not part of its identity.
   """
-  a, b = _flatten(saved), _flatten(requested)
+  a, b = flatten(saved), flatten(requested)
   return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]}
 
 

@@ -22,7 +22,7 @@ import sys
 
 import ml_collections
 
-from inception import budget, build, metrics, plots, stats
+from inception import budget, build, identity, metrics, plots, stats
 from inception import workdir as workdir_lib
 from inception.errors import UserError
 
@@ -105,19 +105,9 @@ class Arm:
     return self.runs[0].summary.get('params')
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def _config_overrides(configs: list[dict]) -> list[dict]:
   """Per run, the config fields whose values differ between runs."""
-  flat = [_flatten(c) for c in configs]
+  flat = [identity.flatten(c) for c in configs]
   keys = sorted({k for f in flat for k in f})
   varying = [k for k in keys
              if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
@@ -156,7 +146,10 @@ def load_runs(workdir: str) -> list[RunResult]:
 
 def _arm_label(config: dict, overrides: dict) -> tuple[str, str]:
   """(label, kind) from the run's model config and its other overrides."""
-  model = config.get('model', {})
+  # A run not started yet has no config.json: its overrides say what it is.
+  model = {**config.get('model', {}),
+           **{k.split('.', 1)[1]: v for k, v in overrides.items()
+              if k.startswith('model.')}}
   bottleneck = model.get('bottleneck', True)
   separable = model.get('separable', False)
   pool_proj = model.get('pool_proj', bottleneck)
@@ -300,7 +293,7 @@ def _markdown_report(runs, all_arms, ref) -> str:
                                    for b in blocks}} for a in shaped])]
     degenerate = [a.label for a in shaped if a.shape.degenerate]
     if degenerate:
-      md += ['', f'Degenerate arms (a branch of <= '
+      md += ['', f'Degenerate arms (a branch whose output has <= '
              f'{budget.DEGENERATE_CHANNELS} channels): {", ".join(degenerate)}.']
   md += ['', '## Runs', '',
          _markdown([h for h in ('run', *extra, *COLUMNS[1:]) if h != 'error'],

@@ -18,24 +18,11 @@ from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
 from inception import (checkpoint, evaluate, metrics, sweep, train,
                        workdir as workdir_lib)
 from inception.errors import TrainingError, UserError
+from test_faults import _saving, _wait
 
 TRAIN = [sys.executable, 'train.py', '--config', CONFIG]
 LONG = {'num_train_steps': 40, 'checkpoint_every_steps': 1,
         'keep_checkpoints': 2, 'schedule': 'constant'}
-
-
-def _wait(predicate, timeout=180, interval=0.01):
-  end = time.time() + timeout
-  while time.time() < end:
-    if predicate():
-      return True
-    time.sleep(interval)
-  return False
-
-
-def _saving(workdir):
-  d = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(d) and any('tmp' in n for n in os.listdir(d))
 
 
 @pytest.fixture(scope='module')
@@ -262,3 +249,14 @@ def test_sweep_accepts_a_generator_and_shortens_long_names(tmp_path):
   long = {'data_dir': 'x' * 400}
   name = sweep.run_name(long)
   assert len(name) <= 200 and name != sweep.run_name({'data_dir': 'x' * 401})
+
+
+def test_eta_leaves_compilation_out(capsys, monkeypatch):
+  """The printed ETA is from the steady rate after the first (compiling) step."""
+  times = [0.0, 100.0, 110.0]  # start, after compile, at step 11
+  monkeypatch.setattr(metrics.time, 'perf_counter',
+                      lambda: times.pop(0) if len(times) > 1 else times[0])
+  progress = metrics.Progress(total=101, initial=0, batch_size=8)
+  progress.start_clock(1)  # compilation took 100 s
+  progress.log(11, 1.0, 8.0)  # 10 steps in 10 s: 90 steps left
+  assert 'eta 90s' in capsys.readouterr().out
