@@ -7,6 +7,7 @@ hand tuning); ``describe`` shows what the narrowed network is, branch by
 branch, so a degenerate arm (branches of one or two channels) is visible.
 """
 import dataclasses
+import functools
 
 from inception import flops, models
 
@@ -16,8 +17,14 @@ DEGENERATE_CHANNELS = 2  # A branch this narrow or narrower is degenerate.
 
 def macs(model_name: str, input_shape, **options) -> int:
   """Inference MACs per image of a registered model with ``options``."""
-  return flops.analyze(models.get_model(model_name, **options), input_shape,
-                       xla=False).macs
+  return _macs(model_name, tuple(input_shape), tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _macs(model_name: str, input_shape, options) -> int:
+  # Bisections and sweep files ask for the same widths again and again.
+  return flops.analyze(models.get_model(model_name, **dict(options)),
+                       input_shape, xla=False).macs
 
 
 def equal_macs_width(model_name: str, input_shape, options: dict,

@@ -100,6 +100,17 @@ def wait_for_earlier_jobs(runs: list[sweep.Run], echo, poll: float = 1.0):
     waiting = [r for r in waiting if busy(r)]
 
 
+def _still_to_train(runs, echo):
+  """(results of the runs already done, the runs to train now).
+
+  Runs an earlier launcher's job is still training are waited for first.
+  """
+  results, pending = sweep.split_done(runs, echo)
+  wait_for_earlier_jobs(pending, echo)
+  results.update({r.name: 'skipped' for r in pending if r.done()})
+  return results, [r for r in pending if not r.done()]
+
+
 class TrainJob:
   """A submitit job: trains one run in a child process, requeued on timeout.
 
@@ -181,11 +192,7 @@ def run_slurm(runs, config_arg, extra, args: dict, folder: str, echo=print,
               cluster: str | None = None, poll: float = 1.0) -> dict:
   """Submits the runs not yet done as one job array and waits for them."""
   executor = _slurm_executor(folder, args, cluster)
-  results, pending = sweep.split_done(runs, echo)
-  wait_for_earlier_jobs(pending, echo)
-  pending = [r for r in pending if not r.done()]
-  results.update({r.name: 'skipped' for r in runs
-                  if r.name not in results and r not in pending})
+  results, pending = _still_to_train(runs, echo)
   jobs = []
   with executor.batch():
     for run in pending:
@@ -219,9 +226,7 @@ def run_ray(runs, config_arg, extra, args: dict, address: str = '',
       ray.init(address=address)
     else:
       ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-  results, pending = sweep.split_done(runs, echo)
-  wait_for_earlier_jobs(pending, echo)
-  pending = [r for r in pending if not r.done()]
+  results, pending = _still_to_train(runs, echo)
   train = ray.remote(num_cpus=args.get('num_cpus', 1),
                      num_gpus=args.get('num_gpus', 0))(_train_process)
   refs = {}

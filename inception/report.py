@@ -233,7 +233,7 @@ def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
         'final_accuracy': (f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1
                            else f'{s.mean:.4f}'),
         '95%_ci': (f'[{s.ci_low:.4f}, {s.ci_high:.4f}]' if s.n > 1 else ''),
-        'train_pflops': f'{flops_run.mean / 1e15:.2f}',
+        'train_flops': f'{flops_run.mean:.3g}',
         'images_per_s': f'{speed.mean:.1f}',
     })
   return rows
@@ -270,7 +270,7 @@ def _markdown_report(runs, all_arms, ref) -> str:
     md += ['## Mean ± std over seeds, 95% CI (Student t)', '',
            _markdown(['arm', 'seeds', 'params', 'macs', 'macs_vs_ref',
                       'narrowest_branch', 'final_accuracy', '95%_ci',
-                      'train_pflops', 'images_per_s'],
+                      'train_flops', 'images_per_s'],
                      arm_rows(all_arms, ref))]
   if ref is not None and len(all_arms) > 1:
     comps = comparisons(all_arms, ref)
