@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from inception import workdir as workdir_lib
-from inception.errors import TrainingError, UserError
+from inception.errors import TrainingError, UserError, first_line
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINTS
 
@@ -110,7 +110,7 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         bad.append(step)
         logging.warning('checkpoint at step %d is unreadable (%s); falling '
-                        'back to the previous one', step, _first_line(e))
+                        'back to the previous one', step, first_line(e))
         continue
       if bad:
         self._quarantine(bad)
@@ -141,7 +141,7 @@ class Checkpointer:
           return self.restore(step, abstract_state)
         except Exception as e:  # pylint: disable=broad-except
           logging.warning('checkpoint at step %d is unreadable (%s); trying '
-                          'the previous one', step, _first_line(e))
+                          'the previous one', step, first_line(e))
     if steps:
       raise TrainingError(
           f'no checkpoint in {self.directory} could be read (steps {steps});'
@@ -187,11 +187,6 @@ class Checkpointer:
     self._manager.close()
 
 
-def _first_line(e: BaseException) -> str:
-  lines = str(e).strip().splitlines()
-  return lines[0] if lines else type(e).__name__
-
-
 def has_checkpoints(workdir: str) -> bool:
   """Whether ``workdir`` holds a committed checkpoint (no manager opened)."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
@@ -233,7 +228,7 @@ def read(workdir: str, abstract_state, step: int | None = None,
       return ckpt.restore(step, abstract_state)
     except Exception as e:  # pylint: disable=broad-except
       raise TrainingError(f'the checkpoint at step {step} in {workdir} '
-                          f'cannot be read ({_first_line(e)})') from None
+                          f'cannot be read ({first_line(e)})') from None
   finally:
     ckpt.close()
 

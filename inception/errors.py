@@ -15,3 +15,9 @@ class TrainingError(Exception):
   Entry points print it on one line and exit with status 1; the last good
   checkpoint is kept.
   """
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+  """An exception's first message line (at most ``limit`` characters)."""
+  lines = str(e).strip().splitlines()
+  return lines[0][:limit] if lines else type(e).__name__

@@ -32,7 +32,7 @@ from typing import Iterable
 import ml_collections
 
 from inception import budget, build, workdir as workdir_lib
-from inception.errors import UserError
+from inception.errors import UserError, first_line
 
 TRAIN_MODULE = 'inception.train_main'  # ``python -m``: no path to a script
 _MAX_NAME = 200  # characters of a run directory's name
@@ -120,7 +120,7 @@ def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
                     f' {e.msg}') from None
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f'sweep file {path} failed to import: '
-                    f'{type(e).__name__}: {_first_line(e)}') from None
+                    f'{type(e).__name__}: {first_line(e)}') from None
   if not callable(getattr(module, 'get_sweep', None)):
     raise UserError(f'sweep file {path} defines no get_sweep(config)')
   try:
@@ -131,7 +131,7 @@ def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f'get_sweep in {path} raised {type(e).__name__}: '
-                    f'{_first_line(e)}') from None
+                    f'{first_line(e)}') from None
   if (not isinstance(runs, list) or not runs
       or not all(isinstance(r, dict) for r in runs)):
     raise UserError(f'get_sweep in {path} must return a non-empty list of '
@@ -140,11 +140,6 @@ def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
     for key, value in overrides.items():
       _check_override(config, key, value, path)
   return runs
-
-
-def _first_line(e: BaseException) -> str:
-  lines = str(e).strip().splitlines()
-  return lines[0][:200] if lines else ''
 
 
 def _check_override(config, key: str, value, path: str):

@@ -19,7 +19,7 @@ from absl import logging
 
 from inception import (checkpoint, data, evaluate, experiment, identity,
                        metrics, provenance, sharding, workdir as workdir_lib)
-from inception.errors import TrainingError
+from inception.errors import TrainingError, first_line
 
 
 class _Signals:
@@ -112,18 +112,13 @@ def train_and_evaluate(config, workdir: str,
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
     raise TrainingError(
-        f'out of memory ({_first_line(e)}) with batch_size '
+        f'out of memory ({first_line(e)}) with batch_size '
         f'{config.batch_size} and {config.image_size}x{config.image_size} '
         f'images; lower --config.batch_size (e.g. to '
         f'{max(1, config.batch_size // 2)}) or --config.image_size; the last '
         'checkpoint is kept') from None
   finally:
     signals.restore()
-
-
-def _first_line(e: BaseException) -> str:
-  lines = str(e).strip().splitlines()
-  return lines[0][:200] if lines else type(e).__name__
 
 
 def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
