@@ -209,18 +209,23 @@ def split_done(runs: list[Run], echo=print) -> tuple[dict[str, str], list[Run]]:
 
 def finish(run: Run, returncode: int, seconds: float, config_arg: str,
            extra: list[str], echo=print, error: str | None = None) -> str:
-  """Records a run's end in ``status.json``; returns 'done' or 'failed'."""
-  ok = returncode == 0 and error is None and os.path.exists(
-      workdir_lib.path(run.workdir, workdir_lib.SUMMARY))
-  status = {'status': 'done' if ok else 'failed', 'returncode': returncode,
+  """Records a run's end in ``status.json``: 'done', 'stopped' or 'failed'."""
+  done = os.path.exists(workdir_lib.path(run.workdir, workdir_lib.SUMMARY))
+  if returncode == 0 and error is None:
+    # Exit 0 without a summary: stopped by SIGTERM/Ctrl-C with a checkpoint
+    # (preemption); the next launch resumes it.
+    state = 'done' if done else 'stopped'
+  else:
+    state = 'failed'
+  status = {'status': state, 'returncode': returncode,
             'seconds': round(seconds, 1), 'overrides': run.overrides,
             'command': run.command(config_arg, extra)}
-  if not ok:
+  if state == 'failed':
     status['error'] = error or tail(workdir_lib.path(run.workdir,
                                                      workdir_lib.LOG))
   write_status(run, status)
-  echo(f'{status["status"]} {run.name} ({status["seconds"]} s)' +
-       (f': {status["error"]}' if not ok else ''))
+  echo(f'{state} {run.name} ({status["seconds"]} s)' +
+       (f': {status["error"]}' if state == 'failed' else ''))
   return status['status']
 
 

@@ -260,3 +260,12 @@ def test_eta_leaves_compilation_out(capsys, monkeypatch):
   progress.start_clock(1)  # compilation took 100 s
   progress.log(11, 1.0, 8.0)  # 10 steps in 10 s: 90 steps left
   assert 'eta 90s' in capsys.readouterr().out
+
+
+def test_a_run_stopped_by_a_signal_is_recorded_stopped_not_failed(tmp_path):
+  """Exit 0 without a summary is a preemption: resumable, not a failure."""
+  (run,) = sweep.plan(str(tmp_path), [{'seed': 0}])
+  os.makedirs(run.workdir)
+  assert sweep.finish(run, 0, 1.0, 'c.py', []) == 'stopped'
+  assert sweep.finish(run, 1, 1.0, 'c.py', []) == 'failed'
+  assert not run.done()
