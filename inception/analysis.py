@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception import (build, checkpoint, data, evaluate, flops, layers,
-                       report, steps, workdir)
+from inception import (build, data, evaluate, flops, layers, report, steps,
+                       workdir)
 
 # The published ablation, found from the package, not the working directory
 # (Jupyter starts notebooks in notebooks/).
@@ -34,11 +34,6 @@ def results_markdown(sweep_dir: str) -> str:
     report.write_report(sweep_dir)
   with open(path, encoding='utf-8') as f:
     return f.read()
-
-
-def has_checkpoint(run_dir: str) -> bool:
-  """Whether the run kept checkpoints (published results ship none)."""
-  return checkpoint.has_checkpoints(run_dir)
 
 
 def layer_macs(config) -> tuple[list[str], list[int], list[int]]:

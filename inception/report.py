@@ -85,7 +85,6 @@ class Arm:
   """Runs that differ only in their seed."""
   label: str
   kind: str  # 'bottleneck', 'naive', 'separable' or 'other' (plot style)
-  overrides: dict
   runs: list[RunResult]  # finished runs only
   shape: budget.Shape | None = None
 
@@ -176,7 +175,7 @@ def _shape(config: dict) -> budget.Shape | None:
     return None  # an old or foreign config: widths are not shown
 
 
-def arms(runs: list[RunResult], describe: bool = True) -> list[Arm]:
+def arms(runs: list[RunResult]) -> list[Arm]:
   """Finished runs grouped by their overrides minus the seed, in sweep order."""
   groups: dict[str, Arm] = {}
   for r in runs:
@@ -185,8 +184,7 @@ def arms(runs: list[RunResult], describe: bool = True) -> list[Arm]:
     rest = {k: v for k, v in r.overrides.items() if k != 'seed'}
     key = json.dumps(rest, sort_keys=True)
     if key not in groups:
-      groups[key] = Arm(r.arm, r.kind, rest, [],
-                        _shape(r.config) if describe else None)
+      groups[key] = Arm(r.arm, r.kind, [], _shape(r.config))
     groups[key].runs.append(r)
   return list(groups.values())
 
