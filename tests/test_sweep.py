@@ -198,4 +198,7 @@ def test_ablation_sweep_describes_every_arm_before_training():
   equal = lines[1]
   ratio = float(equal.split('x the target')[0].rsplit('(', 1)[1])
   assert abs(ratio - 1) <= 0.05 and 'DEGENERATE' in equal
-  assert 'separable=True' in lines[3]
+  assert 'separable=True' in lines[2]
+  # The costly same-widths reference trains after every comparison run.
+  assert [r.overrides['model.width'] for r in runs[-2:]] == [0.125, 0.125]
+  assert not any(r.overrides['model.bottleneck'] for r in runs[-2:])
