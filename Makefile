@@ -22,7 +22,7 @@ test: install
 # The main job on the embedded digits dataset, offline: bottleneck vs naive
 # GoogLeNet, two seeds, then the report (table, pareto.png, curves.png).
 demo: install
-	$(PY) -m inception.flops --config configs/quickstart.py --compare | sed -n '/### side by side/,$$p'
+	$(PY) flops.py --config configs/quickstart.py --compare | sed -n '/### side by side/,$$p'
 	$(PY) sweep.py --config configs/quickstart.py --sweep configs/sweeps/demo.py \
 	    --workdir runs/demo --config.num_epochs=15 --parallel 2
 

@@ -3,8 +3,9 @@
 Measures the images/s that two pipelines deliver, with CIFAR augmentation
 (pad-4 crop + flip), batch 256, as the training loop consumes them:
   * ``folder:`` (inception.data): JPEGs decoded once into memory, then
-    numpy augmentation on 2 prefetch threads;
-  * TFDS streaming (inception.augment.stream_train_batches) over the same
+    numpy augmentation in a Grain dataset indexed by step, prefetched on
+    2 threads;
+  * TFDS streaming (inception.pipeline.stream_train_batches) over the same
     folder through ``tfds.ImageFolder``: decode + augment per step in tf.data.
 
   mkdir -p /tmp/cifar10 && tar xzf ../shared/data/cifar10-jpeg-train.tar.gz -C /tmp/cifar10
@@ -16,8 +17,7 @@ import time
 
 import ml_collections
 
-from inception import augment, data
-from inception import tf_quiet
+from inception import data, pipeline, tf_quiet
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 
@@ -41,13 +41,14 @@ def main():
       eval_split='train[90%:]', image_size=32, channels=3, augment='cifar',
       batch_size=args.batch_size, seed=0))
   t = time.perf_counter()
-  info = data.get_info(config)
+  spec = data.parse(config)
+  info = data.get_info(spec)
   load_s = time.perf_counter() - t
-  folder = _rate(data.train_batches(config), args.steps, args.batch_size)
+  folder = _rate(data.train_batches(spec), args.steps, args.batch_size)
   tf_quiet.load()  # before tfds imports TF itself
   builder = tfds.ImageFolder(args.root)
   n = builder.info.splits['train'].num_examples
-  stream = augment.stream_train_batches(
+  stream = pipeline.stream_train_batches(
       builder, 'train', n, 'cifar', 32, 3, args.batch_size, 0, 0, 0, 1)
   tfds_rate = _rate(stream, args.steps, args.batch_size)
   result = {'examples': info.num_train_examples, 'folder_load_s': load_s,

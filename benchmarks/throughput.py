@@ -1,9 +1,10 @@
 """Training-step speed of the CIFAR models: images/s, step time, MFU, memory.
 
-Times the project's own full training step (``inception.steps.make_train_step``
-with the optimizer of ``inception.build.optimizer`` and the experiment config
-from ``configs/``: forward, backward, SGD update), jit-compiled with the state
-donated, on a uint8 batch already on device. Reports the median over
+Times the project's own full training step, built by ``experiment.setup``
+from the experiment config in ``configs/`` exactly as training builds it
+(forward, backward, SGD update; jit-compiled on the mesh with the state
+donated), on a uint8 batch already on device. The embedded digits stand in
+for the dataset: only the batch shape matters to the speed. Reports the median over
 ``--steps`` steps after ``--warmup`` steps (the first call, which compiles, is
 reported separately).
 
@@ -26,7 +27,6 @@ import argparse
 import importlib
 import json
 import os
-import pathlib
 import resource
 import statistics
 import subprocess
@@ -37,22 +37,18 @@ import time
 # the cores from the JAX step that runs next in the interleaved timing.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for ``configs`` and ``benchmarks``
-
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception import build, flops, models, steps
+from inception import build, experiment, flops, sharding, specs
 
 CONFIGS = {'nin_cifar': 'nin_cifar', 'nin_cifar_tiny': 'nin_cifar',
            'googlenet_cifar': 'inception_cifar',
            'googlenet_cifar_tiny': 'inception_cifar'}
-# CIFAR-10 training-set statistics on [0, 255]; only the arithmetic matters.
+# Input statistics for the torch twin; only the arithmetic matters.
 MEAN, STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
-TRAIN_IMAGES = 45_000  # train[:90%]: sets the schedule length, not the speed.
 # --all: (model, width, batch for bottleneck, batch for naive). Full-width
 # GoogLeNet batches keep a step within ~10 s on a 2-core CPU (naive: ~11x the
 # MACs per image); width 0.125 is the CPU config's (inception_cifar.py:cpu).
@@ -96,6 +92,9 @@ def load_config(args):
     config.batch_size = args.batch_size
   config.dtype = args.dtype
   config.conv_impl = args.conv_impl.split(',')[0]  # validated by the library
+  # Offline and small: the step's speed depends on the batch shape only.
+  config.dataset, config.data_dir = 'digits', ''
+  config.train_split, config.eval_split = 'train', ''
   return config
 
 
@@ -113,26 +112,25 @@ def gemm_runner(n):
   return lambda: dot(a, b).block_until_ready()
 
 
-def jax_runner(config, variables, batch):
-  """A closure running one donated, jitted training step to completion."""
-  model = build.model(config)
-  spe = max(1, TRAIN_IMAGES // config.batch_size)
-  state = steps.create_train_state(model, build.optimizer(config, spe),
-                                   variables)
-  step = jax.jit(steps.make_train_step(
-      model, mean=MEAN, std=STD, num_classes=config.model.num_classes,
-      label_smoothing=config.label_smoothing,
-      aux_loss_weight=config.aux_loss_weight,
-      learning_rate_fn=build.learning_rate_fn(config, spe),
-      dtype=jnp.dtype(config.dtype)), donate_argnums=0)
-  rng = jax.random.key(config.seed)
+def jax_runner(config, images, labels):
+  """``(run, initial variables on the host)``: ``run`` trains one step.
+
+  The step, its shardings and the initial state are those of training
+  (``experiment.setup``); the state is donated from step to step.
+  """
+  exp = experiment.setup(config)
+  state = exp.init_state()
+  host = jax.device_get({'params': state.params,
+                         'batch_stats': state.batch_stats})
+  batch = sharding.global_batch({'image': images, 'label': labels},
+                                exp.batch_sharding)
   holder = [state]
 
   def run():
-    holder[0], metrics = step(holder[0], batch, rng)
+    holder[0], metrics = exp.train_step(holder[0], batch, exp.dropout_rng)
     jax.block_until_ready((holder[0], metrics))
 
-  return run
+  return run, host
 
 
 def torch_runners(config, host_variables, images, labels, n_params):
@@ -146,8 +144,8 @@ def torch_runners(config, host_variables, images, labels, n_params):
   runners = {}
   for label, dtype in (('torch float32', None),
                        ('torch bf16 autocast', torch.bfloat16)):
-    model = torch_models.torch_model_for(config.model.name,
-                                         **build.model_kwargs(config))
+    model = torch_models.torch_model_for(
+        config.model.name, **specs.model_spec(config).kwargs)
     torch_models.load_flax_variables(model, host_variables)
     count = torch_models.param_count(model)
     assert count == n_params, f'torch has {count} params, flax {n_params}'
@@ -163,9 +161,9 @@ def torch_runners(config, host_variables, images, labels, n_params):
 def measure(args):
   """One configuration; returns the JSON-able result."""
   config = load_config(args)
-  model = build.model(config)
-  shape = build.input_shape(config)
-  report = flops.analyze(model, shape, xla=False)
+  model_spec = specs.model_spec(config)
+  shape = model_spec.input_shape
+  report = flops.analyze(build.model(model_spec), shape, xla=False)
   train_flops = 3 * 2 * report.macs
   gemm = gemm_runner(args.gemm_size)
 
@@ -173,29 +171,24 @@ def measure(args):
   rs = np.random.default_rng(0)
   images = rs.integers(0, 256, (b, *shape), dtype=np.uint8)
   labels = rs.integers(0, config.model.num_classes, (b,), dtype=np.int32)
-  batch = jax.device_put({'image': images, 'label': labels})
-  variables = models.init_variables(model, shape, jax.random.key(config.seed))
-  # The first step donates these buffers; torch copies them from the host.
-  host_variables = jax.device_get(variables) if args.torch else None
-  # One JAX runner per conv_impl (e.g. --conv_impl xla,auto: before/after).
+  # One JAX runner per conv_impl (e.g. --conv_impl xla,auto: before/after),
+  # all from the same seed, so the same initial weights.
   impls = args.conv_impl.split(',')
   names = [f'jax {args.dtype}' + (f' ({i})' if len(impls) > 1 else '')
            for i in impls]
   runners = {}
   for name, impl in zip(names, impls):
-    runners[name] = jax_runner(_with_impl(config, impl),
-                               jax.tree.map(jnp.copy, variables), batch)
-  del variables
+    runners[name], host_variables = jax_runner(_with_impl(config, impl),
+                                               images, labels)
   step_flops = {name: train_flops for name in names}
   if args.vs_naive:  # the naive network, same batch, timed in the same rounds
     naive_config = _with_impl(config, impls[-1])  # compared with the last impl
     naive_config.model.update(flops.naive_overrides(config.model.name))
-    naive_model = build.model(naive_config)
-    naive_macs = flops.analyze(naive_model, shape, xla=False).macs
+    naive_macs = flops.analyze(build.model(specs.model_spec(naive_config)),
+                               shape, xla=False).macs
     names.append(f'jax {args.dtype} naive')
     step_flops[names[-1]] = 3 * 2 * naive_macs
-    runners[names[-1]] = jax_runner(naive_config, models.init_variables(
-        naive_model, shape, jax.random.key(config.seed)), batch)
+    runners[names[-1]], _ = jax_runner(naive_config, images, labels)
   t = time.perf_counter()
   runners[names[0]]()
   compile_s = time.perf_counter() - t

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception import (build, data, evaluate, flops, layers, report, steps,
-                       workdir)
+from inception import (build, data, evaluate, flops, layers, report, specs,
+                       steps, workdir)
 
 # The published ablation, found from the package, not the working directory
 # (Jupyter starts notebooks in notebooks/).
@@ -38,11 +38,11 @@ def results_markdown(sweep_dir: str) -> str:
 
 def layer_macs(config) -> tuple[list[str], list[int], list[int]]:
   """Per-block MACs of the config's model with and without 1x1 reductions."""
-  naive = flops.naive_overrides(config.model.name)
-  shape = build.input_shape(config)
-  a = flops.analyze(build.model(config, **{k: True for k in naive}), shape,
-                    xla=False)
-  b = flops.analyze(build.model(config, **naive), shape, xla=False)
+  model = specs.model_spec(config)
+  naive = flops.naive_overrides(model.name)
+  a = flops.analyze(build.model(model, **{k: True for k in naive}),
+                    model.input_shape, xla=False)
+  b = flops.analyze(build.model(model, **naive), model.input_shape, xla=False)
   macs_b = {blk.name: blk.macs for blk in b.blocks}
   names = [blk.name for blk in a.blocks if blk.macs]
   return names, [blk.macs for blk in a.blocks if blk.macs], [
@@ -69,7 +69,7 @@ def restore(run_dir: str, step: int | None = None):
 
 def eval_batch(exp, state, n: int = 64) -> dict:
   """Images, labels and predictions of the first ``n`` eval examples."""
-  batch = next(iter(data.eval_batches(exp.config)))
+  batch = next(iter(data.eval_batches(exp.specs.data)))
   images, labels = batch['image'][:n], batch['label'][:n]
   logits = _apply(exp, state, images)
   preds = np.asarray(jnp.argmax(logits, -1))
@@ -99,7 +99,7 @@ def reduction_layers(exp, state) -> list[str]:
 
   with nn.intercept_methods(interceptor):
     jax.eval_shape(lambda: _apply(exp, state, np.zeros(
-        (1, *build.input_shape(exp.config)), np.uint8)))
+        (1, *exp.specs.model.input_shape), np.uint8)))
   return found
 
 

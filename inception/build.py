@@ -1,60 +1,48 @@
-"""Builds the pieces of an experiment (model, input shape) from a config."""
+"""Builds the objects of an experiment from its specs: model, schedule, optimizer."""
 import jax
-import ml_collections
 import optax
 
 from inception import models
 from inception.errors import UserError
+from inception.specs import ModelSpec, OptimizerSpec
 
 
-def model_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """Model options: every ``config.model`` field but ``name``, plus dtype and conv_impl."""
-  kwargs = {k: v for k, v in config.model.items() if k != 'name'}
-  kwargs['dtype'] = config.get('dtype', 'float32')
-  kwargs['conv_impl'] = config.get('conv_impl', 'auto')
-  return kwargs
+def model(spec: ModelSpec, **overrides):
+  """The flax module ``spec`` names, with its options (and ``overrides``).
+
+  Raises:
+    UserError: an unknown model name or option.
+  """
+  try:
+    return models.get_model(spec.name, **{**spec.kwargs, **overrides})
+  except ValueError as e:
+    raise UserError(str(e)) from None
 
 
-def model(config: ml_collections.ConfigDict, **overrides):
-  """The flax module named by ``config.model.name`` with the config's options."""
-  return models.get_model(config.model.name,
-                          **{**model_kwargs(config), **overrides})
-
-
-def input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  """(H, W, C) of the model input: the data pipeline conforms images to it."""
-  return (config.image_size, config.image_size, config.channels)
-
-
-SCHEDULES = ('cosine', 'onecycle', 'exponential', 'constant')
-OPTIMIZERS = ('sgd', 'adamw')
-
-
-def total_steps(config, steps_per_epoch: int) -> int:
+def total_steps(spec: OptimizerSpec, steps_per_epoch: int) -> int:
   """``num_train_steps`` when > 0, else ``num_epochs`` of ``steps_per_epoch``."""
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  return max(1, int(round(config.num_epochs * steps_per_epoch)))
+  if spec.num_train_steps > 0:
+    return spec.num_train_steps
+  return max(1, int(round(spec.num_epochs * steps_per_epoch)))
 
 
-def learning_rate_fn(config, steps_per_epoch: int):
-  """The optax schedule named by ``config.schedule``."""
-  total = total_steps(config, steps_per_epoch)
-  lr = config.learning_rate
-  warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
-  if config.schedule == 'cosine':
+def learning_rate_fn(spec: OptimizerSpec, steps_per_epoch: int):
+  """The optax schedule named by ``spec.schedule``."""
+  total = total_steps(spec, steps_per_epoch)
+  lr = spec.learning_rate
+  warmup = min(int(round(spec.warmup_epochs * steps_per_epoch)), total - 1)
+  if spec.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total, 0.0)
-  if config.schedule == 'onecycle':
+  if spec.schedule == 'onecycle':
     return optax.cosine_onecycle_schedule(total, lr)
-  if config.schedule == 'exponential':
+  if spec.schedule == 'exponential':
     decay = optax.exponential_decay(
-        lr, max(1, int(config.decay_epochs * steps_per_epoch)),
-        config.decay_rate, staircase=True)
-  elif config.schedule == 'constant':
+        lr, max(1, int(spec.decay_epochs * steps_per_epoch)),
+        spec.decay_rate, staircase=True)
+  elif spec.schedule == 'constant':
     decay = optax.constant_schedule(lr)
-  else:
-    raise UserError(f'unknown schedule {config.schedule!r}; use one of '
-                    f'{", ".join(SCHEDULES)}')
+  else:  # validate.check rejects it first.
+    raise ValueError(f'unknown schedule {spec.schedule!r}')
   if warmup <= 0:
     return decay
   return optax.join_schedules(
@@ -67,16 +55,19 @@ def decay_mask(params):
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
-def optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD (coupled L2, as in the papers and PyTorch) or AdamW (decoupled)."""
-  lr = learning_rate_fn(config, steps_per_epoch)
-  if config.optimizer == 'sgd':
+def optimizer(spec: OptimizerSpec, lr) -> optax.GradientTransformation:
+  """SGD (coupled L2, as in the papers and PyTorch) or AdamW (decoupled).
+
+  Args:
+    spec: the optimizer spec.
+    lr: its schedule, from ``learning_rate_fn`` (built once, as the train
+      step logs it too).
+  """
+  if spec.name == 'sgd':
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, decay_mask),
-        optax.sgd(lr, momentum=config.momentum or None,
-                  nesterov=config.nesterov))
-  if config.optimizer == 'adamw':
-    return optax.adamw(lr, b1=config.momentum, weight_decay=config.weight_decay,
+        optax.add_decayed_weights(spec.weight_decay, decay_mask),
+        optax.sgd(lr, momentum=spec.momentum or None, nesterov=spec.nesterov))
+  if spec.name == 'adamw':
+    return optax.adamw(lr, b1=spec.momentum, weight_decay=spec.weight_decay,
                        mask=decay_mask)
-  raise UserError(f'unknown optimizer {config.optimizer!r}; use one of '
-                  f'{", ".join(OPTIMIZERS)}')
+  raise ValueError(f'unknown optimizer {spec.name!r}')  # validate rejects it

@@ -19,12 +19,6 @@ from inception.errors import TrainingError, UserError, first_line
 CHECKPOINT_DIR = workdir_lib.CHECKPOINTS
 
 
-def model_signature(config) -> dict:
-  """What must match for a checkpoint to be resumed by ``config``."""
-  return {'model': config.model.to_dict(), 'image_size': config.image_size,
-          'channels': config.channels}
-
-
 class Checkpointer:
   """Wraps an ``ocp.CheckpointManager`` in ``workdir/checkpoints``.
 
@@ -72,12 +66,17 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
 
-  def check_compatible(self, config, workdir: str):
-    """Raises a UserError when the workdir's checkpoints are another model's."""
+  def check_compatible(self, model, workdir: str):
+    """Raises a UserError when the workdir's checkpoints are another model's.
+
+    Args:
+      model: the ``specs.ModelSpec`` the checkpoints should be of.
+      workdir: named in the error.
+    """
     steps = self.steps()
     if not steps:
       return
-    want = model_signature(config)
+    want = model.signature()
     for step in reversed(steps):
       try:
         have = self.read_meta(step).get('signature')
@@ -195,12 +194,12 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def read(workdir: str, abstract_state, step: int | None = None,
-         config=None) -> tuple[Any, dict]:
+         model=None) -> tuple[Any, dict]:
   """``(state, meta)`` of ``workdir``'s latest (or ``step``) checkpoint, read-only.
 
   For every reader of a run that may be training: committed checkpoints
-  only, nothing cleaned or moved. With ``config``, checkpoints of another
-  model are refused first (``check_compatible``).
+  only, nothing cleaned or moved. With ``model`` (a ``specs.ModelSpec``),
+  checkpoints of another model are refused first (``check_compatible``).
 
   Raises:
     UserError: no checkpoint, or no checkpoint at ``step``.
@@ -213,8 +212,8 @@ def read(workdir: str, abstract_state, step: int | None = None,
                     'training run')
   ckpt = Checkpointer(workdir, read_only=True)
   try:
-    if config is not None:
-      ckpt.check_compatible(config, workdir)
+    if model is not None:
+      ckpt.check_compatible(model, workdir)
     steps = ckpt.steps()
     if not steps:
       raise UserError(f'{workdir} has no complete checkpoint yet; train '

@@ -10,7 +10,7 @@ from inception.errors import UserError
 
 
 def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
-  """Accuracy and loss of ``state`` on ``split`` (default: config.eval_split).
+  """Accuracy and loss of ``state`` on ``split`` (default: the eval split).
 
   Every example counts exactly once: the last batch is padded and masked.
 
@@ -20,7 +20,7 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
     first batch, which includes compilation).
   """
   sums, timed_examples = None, 0
-  for local in data.eval_batches(exp.config, split,
+  for local in data.eval_batches(exp.specs.data, split,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count()):
     out = exp.eval_step(state, sharding.global_batch(local, exp.batch_sharding))
@@ -29,9 +29,10 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
       start = time.perf_counter()
     else:
       sums = jax.tree.map(lambda a, b: a + b, sums, out)
-      timed_examples += exp.config.batch_size
+      timed_examples += exp.specs.data.batch_size
   if sums is None:
-    raise UserError(f'eval split {split or exp.config.eval_split!r} is empty')
+    raise UserError(
+        f'eval split {split or exp.specs.data.eval_split!r} is empty')
   sums = jax.tree.map(np.asarray, jax.device_get(sums))
   seconds = time.perf_counter() - start
   count = float(sums['count'])
@@ -52,7 +53,8 @@ def restore_run(config, workdir: str, step: int | None = None):
   Read-only: safe while the run is still training in ``workdir``.
   """
   exp = experiment.setup(config)
-  state, _ = checkpoint.read(workdir, exp.abstract_state(), step, config)
+  state, _ = checkpoint.read(workdir, exp.abstract_state(), step,
+                             exp.specs.model)
   return exp, state
 
 
@@ -67,7 +69,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   metrics = run(exp, state, split)
   cost = exp.cost()
   result = {'step': int(jax.device_get(state.step)),
-            'split': split or config.eval_split, **metrics,
+            'split': split or exp.specs.data.eval_split, **metrics,
             'params': cost.params, 'macs': cost.macs,
             'class_names': list(exp.info.class_names)}
   if jax.process_index() == 0:

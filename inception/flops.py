@@ -11,13 +11,9 @@ MACs in two known ways that are computed here, not guessed:
   * XLA also counts elementwise work: bias adds, ReLU, BatchNorm, pooling,
     the global average (``other_flops``).
 
-CLI::
-
-  python -m inception.flops --config configs/googlenet_imagenet.py [--compare]
-      [--json] [--per_layer] [--config.model.bottleneck=false]
+The command line is ``python flops.py`` (``inception.flops_main``).
 """
 import dataclasses
-import json
 from typing import Any
 
 import flax.linen as nn
@@ -220,7 +216,8 @@ def _fmt_shape(shape) -> str:
   return 'x'.join(str(d) for d in shape)
 
 
-def _summary(r: Report) -> str:
+def summary_line(r: Report) -> str:
+  """Params, MACs and the XLA cross-check of a report, in words."""
   lines = [f'**{r.model}** at {_fmt_shape(r.input_shape)}: params'
            f' {r.inference_params:,}; MACs {r.macs:,} per image'
            f' (FLOPs = 2 x MACs = {r.flops:,}).']
@@ -253,7 +250,7 @@ def markdown_table(r: Report) -> str:
                ' |')
   out.append('| **total** |' + ' |' * (len(head) - 3) +
              f' **{r.inference_params:,}** | **{r.macs:,}** |')
-  return '\n'.join(out) + '\n\n' + _summary(r)
+  return '\n'.join(out) + '\n\n' + summary_line(r)
 
 
 def markdown_layers(r: Report) -> str:
@@ -288,46 +285,3 @@ def naive_overrides(model_name: str) -> dict:
   from inception import models  # pylint: disable=g-import-not-at-top
   opts = models.model_options(model_name)
   return {k: False for k in ('bottleneck', 'pool_proj') if k in opts}
-
-
-def _main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from inception import build  # pylint: disable=g-import-not-at-top
-  from inception import validate  # pylint: disable=g-import-not-at-top
-  cfg = flags.FLAGS.config
-  validate.check(cfg)
-  shape = build.input_shape(cfg)
-  name = cfg.model.name
-  if flags.FLAGS.compare:
-    a = analyze(build.model(cfg, **{k: True for k in naive_overrides(name)}),
-                shape, f'{name} (bottleneck)')
-    b = analyze(build.model(cfg, **naive_overrides(name)), shape,
-                f'{name} (naive)')
-    if flags.FLAGS.json:
-      print(json.dumps({'bottleneck': a.to_json(), 'naive': b.to_json(),
-                        'macs_ratio': b.macs / a.macs}))
-      return
-    for r in (a, b):
-      print(f'### {r.model}\n\n{markdown_table(r)}\n')
-    print(f'### side by side\n\n{markdown_compare(a, b)}')
-    return
-  r = analyze(build.model(cfg), shape, name)
-  if flags.FLAGS.json:
-    print(json.dumps(r.to_json()))
-  elif flags.FLAGS.per_layer:
-    print(markdown_layers(r) + '\n\n' + _summary(r))
-  else:
-    print(markdown_table(r))
-
-
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from inception import cli  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-  flags.DEFINE_bool('compare', False, 'Bottleneck and naive side by side.')
-  flags.DEFINE_bool('json', False, 'Print one JSON object.')
-  flags.DEFINE_bool('per_layer', False, 'One row per layer.')
-  flags.mark_flags_as_required(['config'])
-  cli.run(_main)

@@ -111,6 +111,25 @@ def _still_to_train(runs, echo):
   return results, [r for r in pending if not r.done()]
 
 
+def _exited(pid: int, timeout: float) -> bool:
+  """Waits up to ``timeout`` s for child ``pid`` to exit, without reaping it.
+
+  Runs inside submitit's signal handler, which interrupts ``Popen.wait`` in
+  the same thread: that call holds the Popen's wait lock, so ``poll`` and
+  ``wait`` here would see nothing until their timeout. ``WNOWAIT`` leaves
+  the exit status for the interrupted ``wait`` to collect.
+  """
+  end = time.monotonic() + timeout
+  while time.monotonic() < end:
+    try:
+      if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+        return True
+    except ChildProcessError:
+      return True
+    time.sleep(0.05)
+  return False
+
+
 class TrainJob:
   """A submitit job: trains one run in a child process, requeued on timeout.
 
@@ -148,11 +167,9 @@ class TrainJob:
   def checkpoint(self):
     """On a time limit or preemption: let the run save, then requeue it."""
     import submitit  # pylint: disable=g-import-not-at-top
-    if self._proc is not None and self._proc.poll() is None:
+    if self._proc is not None and self._proc.returncode is None:
       self._proc.send_signal(signal.SIGTERM)  # saves at the current step
-      try:
-        self._proc.wait(timeout=300)
-      except subprocess.TimeoutExpired:
+      if not _exited(self._proc.pid, timeout=300):
         self._proc.kill()
     return submitit.helpers.DelayedSubmission(TrainJob(self.argv,
                                                        self.workdir))

@@ -11,7 +11,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception.errors import UserError
 from inception.layers import (ConvBN, InceptionBlock, InceptionWidths, MlpConv,
                               global_avg_pool, max_pool, scale_width)
 
@@ -193,7 +192,7 @@ class GoogLeNetCIFAR(_InceptionStack):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
+class Registered:
   """A registered model: its class, default options and input shape.
 
   ``width_scale`` multiplies the ``width`` option, so a tiny variant at
@@ -202,43 +201,38 @@ class ModelSpec:
   """
   cls: type
   input_shape: tuple[int, int, int]
-  description: str
   width_scale: float = 1.0
   defaults: tuple[tuple[str, Any], ...] = ()
 
 
 MODELS = {
-    'nin_cifar': ModelSpec(NiN, (32, 32, 3), 'NiN, CIFAR-10 public model'),
-    'nin_cifar_tiny': ModelSpec(NiN, (32, 32, 3), 'NiN at 1/16 width',
-                                width_scale=1 / 16),
-    'googlenet': ModelSpec(GoogLeNet, (224, 224, 3),
-                           'GoogLeNet, ImageNet, Table 1'),
-    'googlenet_cifar': ModelSpec(GoogLeNetCIFAR, (32, 32, 3),
-                                 'GoogLeNet, CIFAR adaptation, BatchNorm'),
-    'googlenet_cifar_tiny': ModelSpec(GoogLeNetCIFAR, (32, 32, 3),
-                                      'GoogLeNet-CIFAR at 1/16 width',
-                                      width_scale=1 / 16),
-    'googlenet_separable': ModelSpec(
-        GoogLeNet, (224, 224, 3),
-        'GoogLeNet, depthwise-separable 3x3/5x5 branches',
-        defaults=(('separable', True),)),
-    'googlenet_cifar_separable': ModelSpec(
-        GoogLeNetCIFAR, (32, 32, 3),
-        'GoogLeNet-CIFAR, depthwise-separable 3x3/5x5 branches',
-        defaults=(('separable', True),)),
+    # NiN, the CIFAR-10 public model, and at 1/16 width.
+    'nin_cifar': Registered(NiN, (32, 32, 3)),
+    'nin_cifar_tiny': Registered(NiN, (32, 32, 3), width_scale=1 / 16),
+    # GoogLeNet, ImageNet, Table 1.
+    'googlenet': Registered(GoogLeNet, (224, 224, 3)),
+    # GoogLeNet's CIFAR adaptation with BatchNorm, and at 1/16 width.
+    'googlenet_cifar': Registered(GoogLeNetCIFAR, (32, 32, 3)),
+    'googlenet_cifar_tiny': Registered(GoogLeNetCIFAR, (32, 32, 3),
+                                       width_scale=1 / 16),
+    # Both with depthwise-separable 3x3/5x5 branches.
+    'googlenet_separable': Registered(GoogLeNet, (224, 224, 3),
+                                      defaults=(('separable', True),)),
+    'googlenet_cifar_separable': Registered(GoogLeNetCIFAR, (32, 32, 3),
+                                            defaults=(('separable', True),)),
 }
 
 
 def model_options(name: str) -> tuple[str, ...]:
   """The keyword options that ``get_model(name, ...)`` accepts."""
-  cls = _spec(name).cls
+  cls = _registered(name).cls
   return tuple(f.name for f in dataclasses.fields(cls)
                if f.init and f.name not in ('parent', 'name'))
 
 
-def _spec(name: str) -> ModelSpec:
+def _registered(name: str) -> Registered:
   if name not in MODELS:
-    raise UserError(f'unknown model {name!r}; valid names: '
+    raise ValueError(f'unknown model {name!r}; valid names: '
                      f'{", ".join(sorted(MODELS))}')
   return MODELS[name]
 
@@ -252,13 +246,13 @@ def get_model(name: str, **kwargs) -> nn.Module:
       ``bottleneck``, ``pool_proj``, ``width``, ``num_classes``, ``dtype``.
 
   Raises:
-    UserError: for an unknown name or option.
+    ValueError: for an unknown name or option.
   """
-  spec = _spec(name)
+  spec = _registered(name)
   valid = model_options(name)
   unknown = sorted(set(kwargs) - set(valid))
   if unknown:
-    raise UserError(f'model {name!r} has no option {unknown[0]!r}; its options'
+    raise ValueError(f'model {name!r} has no option {unknown[0]!r}; its options'
                     f' are: {", ".join(valid)}')
   kwargs = {**dict(spec.defaults), **kwargs}
   kwargs['width'] = kwargs.get('width', 1.0) * spec.width_scale
@@ -269,8 +263,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 def input_shape(name: str) -> tuple[int, int, int]:
   """The input shape (H, W, C) a registered model was designed for."""
-  return _spec(name).input_shape
-
+  return _registered(name).input_shape
 
 
 def init_variables(model: nn.Module, input_shape, rng, out_shardings=None):

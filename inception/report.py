@@ -22,7 +22,7 @@ import sys
 
 import ml_collections
 
-from inception import budget, build, identity, metrics, plots, stats
+from inception import budget, identity, metrics, plots, specs, stats
 from inception import workdir as workdir_lib
 from inception.errors import UserError
 
@@ -168,9 +168,8 @@ def _arm_label(config: dict, overrides: dict) -> tuple[str, str]:
 
 def _shape(config: dict) -> budget.Shape | None:
   try:
-    cfg = ml_collections.ConfigDict(config)
-    return budget.describe(cfg.model.name, build.input_shape(cfg),
-                           **build.model_kwargs(cfg))
+    model = specs.model_spec(ml_collections.ConfigDict(config))
+    return budget.describe(model.name, model.input_shape, **model.kwargs)
   except (KeyError, AttributeError, ValueError, TypeError):
     return None  # an old or foreign config: widths are not shown
 

@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Iterable
 
 import ml_collections
 
-from inception import budget, build, workdir as workdir_lib
+from inception import budget, specs, workdir as workdir_lib
 from inception.errors import UserError, first_line
 
 TRAIN_MODULE = 'inception.train_main'  # ``python -m``: no path to a script
@@ -298,72 +297,6 @@ def write_manifest(workdir: str, config_arg: str, sweep_path: str,
                          manifest)
 
 
-def absolute_config_arg(config_arg: str) -> str:
-  """``configs/x.py:args`` with an absolute path, so commands run from anywhere."""
-  path, sep, args = config_arg.partition(':')
-  return os.path.abspath(path) + sep + args
-
-
-def dry_run_commands(runs: list[Run], config_arg: str,
-                     extra: list[str]) -> list[str]:
-  """One plain shell command per run, for a cluster scheduler."""
-  return [shlex.join(r.command(config_arg, extra)) for r in runs]
-
-
-def main(config, config_arg: str, sweep_path: str, workdir: str,
-         extra: list[str], parallel: int = 1, dry_run: bool = False,
-         echo=print, launcher: str = 'local',
-         launcher_args: list[str] | None = None, ray_address: str = '',
-         submitit_cluster: str | None = None) -> dict[str, str] | None:
-  """Plans and runs a sweep (``sweep.py`` then writes the report).
-
-  Args:
-    launcher: 'local', 'slurm' or 'ray' (``inception.launchers``).
-    launcher_args: ``key=value`` resources for the launcher, e.g.
-      ``partition=gpu``, ``time=240`` (minutes), ``gpus_per_node=1``.
-    ray_address: Ray cluster to join ('' starts a local instance).
-    submitit_cluster: submitit's ``cluster`` (None: SLURM where ``sbatch``
-      exists; 'local': processes on this machine, as the tests use).
-
-  Returns:
-    run name -> final status, or None for a dry run (which prints each arm,
-    one shell command per run and, for SLURM, the sbatch script, and writes
-    nothing).
-  """
-  from inception import launchers  # pylint: disable=g-import-not-at-top
-  if parallel < 1:
-    raise UserError(f'--parallel must be at least 1, got {parallel}')
-  args = launchers.parse_args(launcher, launcher_args or [])
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f'--workdir {workdir} is a file; give a directory')
-  runs = plan(os.path.abspath(workdir), load_sweep(sweep_path, config))
-  config_arg = absolute_config_arg(config_arg)
-  jobs_dir = os.path.join(os.path.abspath(workdir), '.submitit')
-  if dry_run:
-    for line in describe_arms(config, runs):
-      echo(f'# {line}')
-    for line in dry_run_commands(runs, config_arg, extra):
-      echo(line)
-    if launcher == 'slurm':
-      echo(f'# the sbatch script submitit would submit (one array task per '
-           f'run):\n{launchers.sbatch_script(jobs_dir, args, len(runs))}')
-    return None
-  write_manifest(workdir, config_arg, sweep_path, extra, runs)
-  if launcher == 'slurm':
-    results = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
-                                  echo, cluster=submitit_cluster)
-  elif launcher == 'ray':
-    results = launchers.run_ray(runs, config_arg, extra, args, ray_address,
-                                echo)
-  else:
-    results = execute(runs, config_arg, extra, parallel, echo)
-  failed = [n for n, s in results.items() if s == 'failed']
-  if failed:
-    echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
-         f'{workdir_lib.RUN_STATUS} and {workdir_lib.LOG})')
-  return results
-
-
 def describe_arms(config, runs: list[Run]) -> list[str]:
   """One line per arm (overrides but the seed): branch widths, MACs vs the first.
 
@@ -386,8 +319,8 @@ def describe_arms(config, runs: list[Run]) -> list[str]:
           node = node[p]
         node[leaf] = v
     try:
-      shape = budget.describe(cfg.model.name, build.input_shape(cfg),
-                              **build.model_kwargs(cfg))
+      model = specs.model_spec(cfg)
+      shape = budget.describe(model.name, model.input_shape, **model.kwargs)
     except (ValueError, TypeError, UserError) as e:
       lines.append(f'{run_name(arm)}: cannot describe ({e})')
       continue

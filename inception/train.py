@@ -121,6 +121,16 @@ def train_and_evaluate(config, workdir: str,
     signals.restore()
 
 
+def _evaluate_into(meta: dict, exp, state) -> dict:
+  """Evaluates ``state``; records it as the final (and maybe best) eval."""
+  result = evaluate.run(exp, state)
+  meta['final_eval'] = {k: result[k] for k in
+                        ('accuracy', 'loss', 'num_examples')}
+  meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'] or 0.0,
+                                   result['accuracy'])
+  return result
+
+
 def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   """``train_and_evaluate`` with its signal handlers installed."""
   run_start = time.perf_counter()  # wall time includes data loading and init
@@ -129,18 +139,19 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   changes = identity.check_resume(config, workdir,
                                   checkpoint.has_checkpoints(workdir))
   exp = experiment.setup(config)
+  spec = exp.specs
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.lock(workdir)
   is_main = jax.process_index() == 0
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  ckpt.check_compatible(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, spec.loop.keep_checkpoints)
+  ckpt.check_compatible(spec.model, workdir)
 
   state = exp.init_state()
-  if config.init_from and not ckpt.steps():
+  if spec.loop.init_from and not ckpt.steps():
     params, batch_stats = checkpoint.load_params(
-        config.init_from, state.params, state.batch_stats)
+        spec.loop.init_from, state.params, state.batch_stats)
     state = state.replace(params=params, batch_stats=batch_stats)
-  meta = {'signature': checkpoint.model_signature(config), 'train_time_s': 0.0,
+  meta = {'signature': spec.model.signature(), 'train_time_s': 0.0,
           'timed_steps': 0, 'wall_time_s': 0.0, 'best_eval_accuracy': None,
           'final_eval': None}
   restored = ckpt.restore_latest(exp.abstract_state())
@@ -160,20 +171,23 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
                                            for k, (a, b) in changes.items()}})
   writer = metrics.create_writer(workdir, is_main)
   cost = exp.cost()
-  progress = metrics.Progress(total, start, config.batch_size, enabled=is_main)
+  batch_size, opt = spec.data.batch_size, spec.optimizer
+  progress = metrics.Progress(total, start, batch_size, enabled=is_main)
   progress.write(
-      f'{config.model.name}: {cost.params:,} params, {cost.macs:,} MACs/image'
-      f' | {config.dataset} {config.train_split}: '
-      f'{exp.info.num_train_examples:,} train, {config.eval_split}: '
+      f'{spec.model.name}: {cost.params:,} params, {cost.macs:,} MACs/image'
+      f' | {spec.data.source.label} {spec.data.train_split}: '
+      f'{exp.info.num_train_examples:,} train, {spec.data.eval_split}: '
       f'{exp.info.num_eval_examples:,} eval | {jax.device_count()} device(s),'
-      f' {jax.process_count()} process(es) | batch {config.batch_size}, '
-      f'{exp.steps_per_epoch} steps/epoch, {total} steps | {config.dtype}, '
-      f'{config.optimizer} lr {config.learning_rate:g} {config.schedule} | '
-      f'workdir {workdir}' + (f' | resuming at step {start}' if start else ''))
+      f' {jax.process_count()} process(es) | batch {batch_size}, '
+      f'{exp.steps_per_epoch} steps/epoch, {total} steps | '
+      f'{spec.model.dtype}, {opt.name} lr {opt.learning_rate:g} '
+      f'{opt.schedule} | workdir {workdir}'
+      + (f' | resuming at step {start}' if start else ''))
 
-  eval_every = (max(1, round(config.eval_every_epochs * exp.steps_per_epoch))
-                if config.eval_every_epochs > 0 else total)
-  batches = data.train_batches(config, start_step=start,
+  loop = spec.loop
+  eval_every = (max(1, round(loop.eval_every_epochs * exp.steps_per_epoch))
+                if loop.eval_every_epochs > 0 else total)
+  batches = data.train_batches(spec.data, start_step=start,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
   pending = []
@@ -204,9 +218,9 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
       progress.update(done)
       stop = signals.reached(ckpt, done) or (
           stop_after_steps is not None and done - start >= stop_after_steps)
-      is_log = done % config.log_every_steps == 0 or done == total
+      is_log = done % loop.log_every_steps == 0 or done == total
       is_eval = done % eval_every == 0 or done == total
-      is_ckpt = done % config.checkpoint_every_steps == 0 or done == total
+      is_ckpt = done % loop.checkpoint_every_steps == 0 or done == total
       if not (is_log or is_eval or is_ckpt or stop):
         continue
       pending = jax.device_get(pending)
@@ -219,17 +233,13 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
         scalars['train/epoch'] = done / exp.steps_per_epoch
         if window_steps:  # none when the window held only the compile step
           scalars['train/images_per_s'] = (
-              window_steps * config.batch_size / elapsed)
+              window_steps * batch_size / elapsed)
         writer.write_scalars(done, scalars)
         progress.log(done, scalars['train/loss'],
                      scalars.get('train/images_per_s', float('nan')))
       pending, window_steps = [], 0
       if is_eval:
-        result = evaluate.run(exp, state)
-        meta['final_eval'] = {k: result[k] for k in
-                              ('accuracy', 'loss', 'num_examples')}
-        best = meta['best_eval_accuracy']
-        meta['best_eval_accuracy'] = max(best or 0.0, result['accuracy'])
+        result = _evaluate_into(meta, exp, state)
         # Wall time since the run first started (resumes included): the
         # x-axis of time-to-accuracy curves.
         writer.write_scalars(done, {
@@ -256,24 +266,20 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   total = exp.total_steps
   if status == 'done' and meta['final_eval'] is None:
     # Resumed after the last checkpoint but before the summary was written.
-    result = evaluate.run(exp, state)
-    meta['final_eval'] = {k: result[k] for k in
-                          ('accuracy', 'loss', 'num_examples')}
-    meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'] or 0.0,
-                                     result['accuracy'])
+    _evaluate_into(meta, exp, state)
   summary = {
       'status': status, 'step': step, 'total_steps': total,
-      'model': config.model.name, 'params': cost.params, 'macs': cost.macs,
+      'model': spec.model.name, 'params': cost.params, 'macs': cost.macs,
       'final_eval_accuracy': (meta['final_eval'] or {}).get('accuracy'),
       'final_eval_loss': (meta['final_eval'] or {}).get('loss'),
       'best_eval_accuracy': meta['best_eval_accuracy'],
       'train_time_s': meta['train_time_s'],
       'wall_time_s': wall_before + time.perf_counter() - run_start,
       # Steady-state throughput: compilation steps are not timed.
-      'images_per_s': (meta['timed_steps'] * config.batch_size /
+      'images_per_s': (meta['timed_steps'] * batch_size /
                        meta['train_time_s'] if meta['timed_steps'] else None),
       'compile_time_s': meta.get('compile_time_s'),
-      'seed': config.seed, 'devices': jax.device_count(),
+      'seed': loop.seed, 'devices': jax.device_count(),
       'processes': jax.process_count(),
       **provenance.provenance(),
   }
@@ -284,7 +290,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   if is_main and status == 'done':
     accuracy = summary['final_eval_accuracy']
     print(f'done: step {step}, eval accuracy {accuracy:.4f} on '
-          f'{config.eval_split}, {summary["wall_time_s"]:.0f} s wall time, '
+          f'{spec.data.eval_split}, {summary["wall_time_s"]:.0f} s wall time, '
           f'{summary["images_per_s"] or 0:.0f} images/s; {workdir}/'
           f'{workdir_lib.SUMMARY}', flush=True)
   return summary

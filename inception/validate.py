@@ -8,11 +8,13 @@ sizes) or the devices (batch divisibility) follow in ``experiment.setup``.
 import math
 import numbers
 
-from inception import build, conv_ops
+from inception import conv_ops
 from inception.errors import UserError
 
 DTYPES = ('float32', 'bfloat16')
 AUGMENTS = ('cifar', 'imagenet', 'none')
+SCHEDULES = ('cosine', 'onecycle', 'exponential', 'constant')
+OPTIMIZERS = ('sgd', 'adamw')
 _SEED_LIMIT = 2**32  # jax.random.key takes a 32-bit seed without x64
 
 
@@ -94,10 +96,10 @@ def check(config) -> None:
   _int(config, 'num_train_steps')
   if config.num_train_steps <= 0:
     _real(config, 'num_epochs', 0, low_open=True)
-  _choice(config, 'optimizer', build.OPTIMIZERS)
+  _choice(config, 'optimizer', OPTIMIZERS)
   _real(config, 'momentum', 0, 1)
   _real(config, 'learning_rate', 0)
-  _choice(config, 'schedule', build.SCHEDULES)
+  _choice(config, 'schedule', SCHEDULES)
   _real(config, 'warmup_epochs', 0)
   _real(config, 'decay_epochs', 0, low_open=True)
   _real(config, 'decay_rate', 0, 1, low_open=True, high_open=False)

@@ -130,7 +130,7 @@ def _cases(tmp):
           ['-m', 'inception.report', f'{tmp}/corrupt_sweep'], {},
           'summary.json is not valid JSON', None),
       'flops_bad_image_size': (
-          ['-m', 'inception.flops', '--config', QUICK,
+          ['-m', 'inception.flops_main', '--config', QUICK,
            '--config.image_size=2'], {}, 'image_size=2 is invalid', None),
   }
 

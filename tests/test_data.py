@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from inception import data
+from inception import data, tfds_source
 from inception.errors import UserError
 
 CLASSES = ('zebra', 'apple', 'mango')  # Deliberately not sorted.
@@ -54,7 +54,7 @@ def take(iterator, n):
 
 
 def eval_all(config, split=None, **kw):
-  batches = list(data.eval_batches(config, split, **kw))
+  batches = list(data.eval_batches(data.parse(config), split, **kw))
   mask = np.concatenate([b['mask'] for b in batches])
   images = np.concatenate([b['image'] for b in batches])[mask]
   labels = np.concatenate([b['label'] for b in batches])[mask]
@@ -85,7 +85,7 @@ def folder_config(root, **overrides):
 
 def test_digits_info_and_shapes():
   config = make_config()
-  info = data.get_info(config)
+  info = data.get_info(data.parse(config))
   assert info.num_classes == 10
   assert info.class_names == tuple('0123456789')
   assert info.image_shape == (8, 8, 1)
@@ -93,7 +93,7 @@ def test_digits_info_and_shapes():
   assert info.num_eval_examples == 180
   assert len(info.mean) == len(info.std) == 1
   assert 30 < info.mean[0] < 120 and 30 < info.std[0] < 120
-  batch = next(data.train_batches(config))
+  batch = next(data.train_batches(data.parse(config)))
   assert batch['image'].shape == (64, 8, 8, 1)
   assert batch['image'].dtype == np.uint8
   assert batch['label'].shape == (64,) and batch['label'].dtype == np.int32
@@ -114,9 +114,9 @@ def test_digits_split_partitions_and_holds_every_class():
 
 def test_digits_channels_and_resize():
   config = make_config(channels=3, image_size=16)
-  info = data.get_info(config)
+  info = data.get_info(data.parse(config))
   assert info.image_shape == (16, 16, 3)
-  image = next(data.train_batches(config))['image']
+  image = next(data.train_batches(data.parse(config)))['image']
   assert image.shape == (64, 16, 16, 3)
   np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
@@ -125,7 +125,7 @@ def test_digits_channels_and_resize():
 
 
 def test_folder_class_names_sorted_and_counts(folder):
-  info = data.get_info(folder_config(folder))
+  info = data.get_info(data.parse(folder_config(folder)))
   assert info.class_names == ('apple', 'mango', 'zebra')
   assert info.num_classes == 3
   assert info.num_train_examples == info.num_eval_examples == 30
@@ -157,8 +157,8 @@ def test_folder_skips_corrupt_and_non_image_files(folder, caplog):
     f.write('hello')
   config = folder_config(folder, train_split='train', eval_split='')
   with caplog.at_level(logging.WARNING):
-    info = data.get_info(config)
-    take(data.train_batches(config), 1)
+    info = data.get_info(data.parse(config))
+    take(data.train_batches(data.parse(config)), 1)
   assert info.num_train_examples == 60
   warnings = [r.getMessage() for r in caplog.records if 'Skipped' in
               r.getMessage()]
@@ -169,8 +169,8 @@ def test_folder_skips_corrupt_and_non_image_files(folder, caplog):
 def test_folder_grey_to_rgb_and_resize(tmp_path):
   root = write_folder(tmp_path / 'grey', mode='L', shape=(12, 6))
   config = folder_config(root, image_size=4, channels=3)
-  assert data.get_info(config).image_shape == (4, 4, 3)
-  image = next(data.train_batches(config))['image']
+  assert data.get_info(data.parse(config)).image_shape == (4, 4, 3)
+  image = next(data.train_batches(data.parse(config)))['image']
   assert image.shape == (8, 4, 4, 3)
   np.testing.assert_array_equal(image[..., 0], image[..., 1])
   np.testing.assert_array_equal(image[..., 0], image[..., 2])
@@ -178,7 +178,7 @@ def test_folder_grey_to_rgb_and_resize(tmp_path):
 
 def test_folder_rgb_to_grey(folder):
   config = folder_config(folder, channels=1)
-  assert data.get_info(config).mean.__len__() == 1
+  assert data.get_info(data.parse(config)).mean.__len__() == 1
   _, grey, _ = eval_all(config)
   rgb_config = folder_config(folder, channels=3)
   _, rgb, _ = eval_all(rgb_config)
@@ -204,7 +204,7 @@ def test_folder_errors(tmp_path, setup, expected):
   split = 'val' if setup == 'missing_split' else 'train'
   config = folder_config(root, train_split=split, eval_split='')
   with pytest.raises(UserError) as e:
-    data.get_info(config)
+    data.get_info(data.parse(config))
   message = str(e.value)
   assert expected in message and '\n' not in message
   assert str(root) in message or 'splits available: train' in message
@@ -217,33 +217,33 @@ def test_folder_errors(tmp_path, setup, expected):
                                    'nosuch', 'train[:5000]'])
 def test_bad_split_is_user_error(split):
   with pytest.raises(UserError, match='bad split') as e:
-    data.get_info(make_config(train_split=split))
+    data.get_info(data.parse(make_config(train_split=split)))
   assert '\n' not in str(e.value)
 
 
 def test_unknown_dataset_is_user_error():
   with pytest.raises(UserError, match='unknown dataset') as e:
-    data.get_info(make_config(dataset='no_such_dataset_xyz'))
+    data.get_info(data.parse(make_config(dataset='no_such_dataset_xyz')))
   assert 'folder:' in str(e.value) and 'digits' in str(e.value)
 
 
 def test_bad_batch_size_for_process_count():
   config = make_config(batch_size=10)
   with pytest.raises(UserError, match='multiple'):
-    data.train_batches(config, process_count=4)
+    data.train_batches(data.parse(config), process_count=4)
   with pytest.raises(UserError, match='multiple'):
-    data.eval_batches(config, process_count=3)
+    data.eval_batches(data.parse(config), process_count=3)
   with pytest.raises(UserError, match='larger than the train split'):
-    data.train_batches(make_config(batch_size=4096))
+    data.train_batches(data.parse(make_config(batch_size=4096)))
 
 
 def test_absent_tfds_dataset_fails_fast(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, '_network_reachable', lambda timeout=2.0: False)
+  monkeypatch.setattr(tfds_source, 'network_reachable', lambda timeout=2.0: False)
   config = make_config(dataset='cifar10', data_dir=str(tmp_path),
                        train_split='train', eval_split='test')
   start = time.monotonic()
   with pytest.raises(UserError) as e:
-    data.get_info(config)
+    data.get_info(data.parse(config))
   assert time.monotonic() - start < 5
   message = str(e.value)
   assert 'not prepared' in message and '\n' not in message
@@ -253,7 +253,7 @@ def test_absent_tfds_dataset_fails_fast(tmp_path, monkeypatch):
 
 def test_network_probe_is_bounded():
   start = time.monotonic()
-  assert data._network_reachable(timeout=0.5) in (True, False)
+  assert tfds_source.network_reachable(timeout=0.5) in (True, False)
   assert time.monotonic() - start < 1.5
 
 
@@ -266,14 +266,14 @@ def test_tfds_mocked_in_memory():
                        channels=3, augment='cifar', batch_size=8)
   with tfds.testing.mock_data(num_examples=20,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    info = data.get_info(config)
+    info = data.get_info(data.parse(config))
     # Mocked metadata has no label names, so ClassLabel falls back to digits.
     assert info.num_classes == len(info.class_names) == 10
     assert info.image_shape == (32, 32, 3)
     assert info.num_train_examples == info.num_eval_examples == 20
-    batch = next(data.train_batches(config))
+    batch = next(data.train_batches(data.parse(config)))
     assert batch['image'].shape == (8, 32, 32, 3)
-    batches = list(data.eval_batches(config))
+    batches = list(data.eval_batches(data.parse(config)))
   assert [int(b['mask'].sum()) for b in batches] == [8, 8, 4]
 
 
@@ -283,13 +283,13 @@ def test_tfds_mocked_streamed_resume():
                        augment='imagenet', batch_size=4, seed=3)
   with tfds.testing.mock_data(num_examples=10,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    info = data.get_info(config)
+    info = data.get_info(data.parse(config))
     assert info.num_classes == 1000 and info.image_shape == (16, 16, 3)
-    fresh = take(data.train_batches(config), 3)
-    resumed = take(data.train_batches(config, start_step=2), 1)
+    fresh = take(data.train_batches(data.parse(config)), 3)
+    resumed = take(data.train_batches(data.parse(config), start_step=2), 1)
     assert fresh[0]['image'].shape == (4, 16, 16, 3)
     np.testing.assert_array_equal(fresh[2]['image'], resumed[0]['image'])
-    batches = list(data.eval_batches(config))
+    batches = list(data.eval_batches(data.parse(config)))
   assert [int(b['mask'].sum()) for b in batches] == [4, 4, 2]
 
 
@@ -298,9 +298,9 @@ def test_tfds_mocked_streamed_resume():
 
 def test_resume_equals_tail_of_fresh_stream():
   config = make_config(augment='cifar', batch_size=256)  # 6 steps per epoch.
-  fresh = take(data.train_batches(config), 14)
+  fresh = take(data.train_batches(data.parse(config)), 14)
   for start in (1, 5, 6, 11):
-    resumed = take(data.train_batches(config, start_step=start), 14 - start)
+    resumed = take(data.train_batches(data.parse(config), start_step=start), 14 - start)
     for a, b in zip(fresh[start:], resumed):
       np.testing.assert_array_equal(a['image'], b['image'])
       np.testing.assert_array_equal(a['label'], b['label'])
@@ -309,7 +309,7 @@ def test_resume_equals_tail_of_fresh_stream():
 def test_epochs_cover_the_split_and_reshuffle(folder):
   config = folder_config(folder, train_split='train', eval_split='',
                          batch_size=12)  # 60 examples: 5 steps per epoch.
-  batches = take(data.train_batches(config), 10)
+  batches = take(data.train_batches(data.parse(config)), 10)
   epoch0 = np.concatenate([ids(b['image']) for b in batches[:5]])
   epoch1 = np.concatenate([ids(b['image']) for b in batches[5:]])
   assert sorted(epoch0) == sorted(epoch1) == list(range(60))
@@ -317,9 +317,9 @@ def test_epochs_cover_the_split_and_reshuffle(folder):
 
 
 def test_seed_controls_the_stream():
-  first = take(data.train_batches(make_config(seed=1, augment='cifar')), 2)
-  same = take(data.train_batches(make_config(seed=1, augment='cifar')), 2)
-  other = take(data.train_batches(make_config(seed=2, augment='cifar')), 2)
+  first = take(data.train_batches(data.parse(make_config(seed=1, augment='cifar'))), 2)
+  same = take(data.train_batches(data.parse(make_config(seed=1, augment='cifar'))), 2)
+  other = take(data.train_batches(data.parse(make_config(seed=2, augment='cifar'))), 2)
   for a, b in zip(first, same):
     np.testing.assert_array_equal(a['image'], b['image'])
   assert not np.array_equal(first[0]['image'], other[0]['image'])
@@ -328,8 +328,8 @@ def test_seed_controls_the_stream():
 def test_processes_partition_each_global_batch():
   for augment in ('cifar', 'imagenet'):
     config = make_config(augment=augment, batch_size=64)
-    whole = take(data.train_batches(config), 3)
-    parts = [take(data.train_batches(config, process_index=p,
+    whole = take(data.train_batches(data.parse(config)), 3)
+    parts = [take(data.train_batches(data.parse(config), process_index=p,
                                      process_count=2), 3) for p in (0, 1)]
     for step in range(3):
       assert parts[0][step]['image'].shape == (32, 8, 8, 1)
@@ -351,7 +351,7 @@ def test_eval_covers_every_example_once(folder):
   # Fixed order: a second pass is identical.
   np.testing.assert_array_equal(images, eval_all(config)[1])
   # Two processes: each gets its slice of every global batch.
-  parts = [list(data.eval_batches(config, process_index=p, process_count=2))
+  parts = [list(data.eval_batches(data.parse(config), process_index=p, process_count=2))
            for p in (0, 1)]
   assert len(parts[0]) == len(parts[1]) == 4
   for k, batch in enumerate(batches):
@@ -363,21 +363,21 @@ def test_eval_covers_every_example_once(folder):
 def test_cifar_augment_changes_train_not_eval():
   plain = make_config(augment='none', image_size=16, batch_size=128)
   augmented = make_config(augment='cifar', image_size=16, batch_size=128)
-  a = next(data.train_batches(plain))
-  b = next(data.train_batches(augmented))
+  a = next(data.train_batches(data.parse(plain)))
+  b = next(data.train_batches(data.parse(augmented)))
   assert a['image'].shape == b['image'].shape == (128, 16, 16, 1)
   np.testing.assert_array_equal(a['label'], b['label'])  # Same order.
   changed = (a['image'] != b['image']).any(axis=(1, 2, 3))
   assert changed.mean() > 0.8
-  for x, y in zip(data.eval_batches(plain), data.eval_batches(augmented)):
+  for x, y in zip(data.eval_batches(data.parse(plain)), data.eval_batches(data.parse(augmented))):
     np.testing.assert_array_equal(x['image'], y['image'])
 
 
 def test_imagenet_augment_shapes_and_deterministic_eval():
   config = make_config(augment='imagenet', image_size=16, channels=3)
-  batch = next(data.train_batches(config))
+  batch = next(data.train_batches(data.parse(config)))
   assert batch['image'].shape == (64, 16, 16, 3)
-  first, second = (next(data.eval_batches(config)) for _ in range(2))
+  first, second = (next(data.eval_batches(data.parse(config))) for _ in range(2))
   np.testing.assert_array_equal(first['image'], second['image'])
-  plain = next(data.eval_batches(make_config(image_size=16, channels=3)))
+  plain = next(data.eval_batches(data.parse(make_config(image_size=16, channels=3))))
   assert not np.array_equal(first['image'], plain['image'])  # Center crop.

@@ -93,7 +93,7 @@ def test_bottleneck_saves_macs_in_every_inception_module():
 
 @pytest.mark.slow
 def test_cli_json_and_compare():
-  cmd = [sys.executable, '-m', 'inception.flops', '--config',
+  cmd = [sys.executable, '-m', 'inception.flops_main', '--config',
          'configs/nin_cifar.py']
   out = subprocess.run(cmd + ['--json'], capture_output=True, text=True,
                        check=True).stdout

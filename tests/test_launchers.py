@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps)
-from inception import launchers, report, sweep, train
+from inception import launchers, report, sweep, sweep_main, train
 from inception.errors import UserError
 
 submitit = pytest.importorskip('submitit')
@@ -131,10 +131,10 @@ def test_ray_launcher_runs_the_sweep(straight_run, tmp_path):
   try:
     workdir = str(tmp_path / 'w')
     from conftest import quick_config as cfg  # pylint: disable=g-import-not-at-top,reimported
-    results = sweep.main(cfg(), os.path.join(REPO, CONFIG),
-                         _sweep_file(tmp_path), workdir,
-                         cli_overrides(), launcher='ray',
-                         launcher_args=['num_cpus=1'])
+    results = sweep_main.run_sweep(cfg(), os.path.join(REPO, CONFIG),
+                                   _sweep_file(tmp_path), workdir,
+                                   cli_overrides(), launcher='ray',
+                                   launcher_args=['num_cpus=1'])
   finally:
     ray.shutdown()
   assert results == {'seed=0': 'done', 'seed=1': 'done'}

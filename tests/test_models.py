@@ -1,10 +1,11 @@
 """Model registry: pinned parameter counts, options, input-size independence."""
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from inception import models
+from inception import build, models, specs
 from inception.errors import UserError
 
 # Every registered model's parameter count at its default options, pinned.
@@ -110,10 +111,19 @@ def test_width_multiplier_and_tiny_scale():
 
 
 def test_unknown_model_lists_valid_names():
-  with pytest.raises(UserError, match='valid names: .*googlenet_cifar'):
+  with pytest.raises(ValueError, match='valid names: .*googlenet_cifar'):
     models.get_model('resnet50')
 
 
 def test_unknown_option_lists_valid_options():
-  with pytest.raises(UserError, match="no option 'pool_proj'.*bottleneck"):
+  with pytest.raises(ValueError, match="no option 'pool_proj'.*bottleneck"):
     models.get_model('nin_cifar', pool_proj=False)
+
+
+def test_builder_turns_model_errors_into_user_errors():
+  """The library raises ValueError; the config edge reports it in one line."""
+  config = ml_collections.ConfigDict(dict(
+      model=dict(name='nin_cifar', pool_proj=False), image_size=32,
+      channels=3))
+  with pytest.raises(UserError, match="no option 'pool_proj'"):
+    build.model(specs.model_spec(config))

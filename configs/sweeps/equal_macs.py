@@ -7,15 +7,15 @@ The naive width is found from the FLOP accounting (``inception.budget``), not
 tuned by hand: the naive network whose MACs per image are within 5% of the
 bottleneck network's at the config's width. Two variants x three seeds.
 """
-from inception import budget, build, flops, sweep
+from inception import budget, flops, specs, sweep
 
 SEEDS = (0, 1, 2)
 
 
 def equal_macs_width(config) -> tuple[float, int, int]:
   """(naive width, its MACs, the bottleneck network's MACs)."""
-  name, shape = config.model.name, build.input_shape(config)
-  options = build.model_kwargs(config)
+  model = specs.model_spec(config)
+  name, shape, options = model.name, model.input_shape, model.kwargs
   naive = flops.naive_overrides(name)
   target = budget.macs(name, shape, **{**options, **{k: True for k in naive}})
   width, reached = budget.equal_macs_width(name, shape, {**options, **naive},

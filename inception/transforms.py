@@ -1,20 +1,14 @@
-"""How batches are made: decoding, conforming, ordering and augmentation.
+"""Image transforms, each defined once: decoding, conforming, augmentation.
 
-`inception.data` decides what data (source, split); this module turns it into
-batches. In-memory data uses batched numpy/TF ops driven by random parameters
-drawn up front from numpy Generators seeded with (seed, epoch, step), so a
-batch never depends on thread scheduling; streamed data uses per-example TF
-stateless ops seeded with (seed, position).
+Every augmentation is a pair: ``sample_*`` draws its random parameters from a
+numpy Generator, ``apply_*`` applies them to a batch. Both pipelines (in
+memory and streamed, `inception.pipeline`) call the same pair, so a batch
+depends only on the Generator's seed, never on thread scheduling.
 """
 
-import collections
-import concurrent.futures
-import functools
-import itertools
 import math
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from inception.tf_quiet import tf  # imported on first use
 
@@ -201,14 +195,23 @@ def sample_inception(rng: np.random.Generator, n: int) -> np.ndarray:
   return np.stack([y1, x1, y1 + h, x1 + w, flip], axis=1)
 
 
-def apply_inception(images: np.ndarray, params: np.ndarray) -> np.ndarray:
-  """Crops the boxes from `sample_inception`, resizes back and maybe flips."""
-  b, s = images.shape[:2]
+def apply_inception(images, params, size: int):
+  """Crops the boxes from `sample_inception`, resizes to size and maybe flips.
+
+  Args:
+    images: uint8 [B, H, W, C] (numpy, or a TF tensor inside tf.data, where
+      H and W may differ from size: the crop is taken at full resolution).
+    params: [B, 5] from `sample_inception`.
+    size: output height and width.
+
+  Returns:
+    A uint8 [B, size, size, C] tensor.
+  """
   out = tf.image.crop_and_resize(
-      tf.cast(images, tf.float32), params[:, :4].astype(np.float32),
-      tf.range(b), [s, s])
+      tf.cast(images, tf.float32), tf.cast(params[:, :4], tf.float32),
+      tf.range(tf.shape(images)[0]), [size, size])
   out = tf.where(params[:, 4, None, None, None] == 1, out[:, :, ::-1], out)
-  return _to_uint8(out).numpy()
+  return _to_uint8(out)
 
 
 def eval_center_crop(images: np.ndarray) -> np.ndarray:
@@ -227,175 +230,10 @@ def train_view(kind: str, images, rng, global_batch: int, lo: int, hi: int):
     params = sample_cifar(rng, global_batch, images.shape[1])
     return apply_cifar(images, params[lo:hi])
   if kind == 'imagenet':
-    return apply_inception(images, sample_inception(rng, global_batch)[lo:hi])
+    params = sample_inception(rng, global_batch)[lo:hi]
+    return apply_inception(images, params, images.shape[1]).numpy()
   return images
 
 
 def eval_view(kind: str, images: np.ndarray) -> np.ndarray:
   return eval_center_crop(images) if kind == 'imagenet' else images
-
-
-# --------------------------------------------------------- in-memory batches
-
-
-@functools.lru_cache(maxsize=4)
-def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-  return np.random.default_rng([0, seed, epoch]).permutation(n)
-
-
-@functools.cache
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-  # numpy gathers and TF ops release the GIL, so two threads overlap well.
-  return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix='data')
-
-
-def _prefetch(make, steps):
-  """Yields make(step) in order, computing a few steps ahead on threads."""
-  steps = iter(steps)
-  queue = collections.deque(
-      _pool().submit(make, s) for s in itertools.islice(steps, 4))
-  try:
-    while queue:
-      batch = queue.popleft().result()
-      queue.extend(_pool().submit(make, s) for s in itertools.islice(steps, 1))
-      yield batch
-  finally:
-    for future in queue:
-      future.cancel()
-
-
-def memory_train_batches(images, labels, kind: str, seed: int, batch: int,
-                         lo: int, local: int, start_step: int):
-  """Infinite train batches (rows [lo, lo+local) of each global batch).
-
-  Step s is batch s % steps_per_epoch of epoch s // steps_per_epoch (the
-  remainder of each epoch is dropped); order and augmentation depend only on
-  (seed, epoch, offset), so starting at `start_step` skips without work.
-  """
-  n = len(labels)
-  steps_per_epoch = n // batch
-
-  def make(step):
-    epoch, offset = divmod(step, steps_per_epoch)
-    idx = permutation(seed, epoch, n)[offset * batch:(offset + 1) * batch]
-    idx = idx[lo:lo + local]
-    rng = np.random.default_rng([1, seed, epoch, offset])
-    image = train_view(kind, images[idx], rng, batch, lo, lo + local)
-    return {'image': image, 'label': labels[idx]}
-
-  return _prefetch(make, itertools.count(start_step))
-
-
-def memory_eval_batches(images, labels, kind: str, batch: int, lo: int,
-                        local: int):
-  """One pass in stored order; rows [lo, lo+local) of each global batch."""
-  n = len(labels)
-
-  def make(k):
-    pos = np.arange(k * batch + lo, k * batch + lo + local)
-    mask = pos < n
-    idx = np.where(mask, pos, 0)
-    image = eval_view(kind, images[idx])
-    image[~mask] = 0
-    return {'image': image, 'label': np.where(mask, labels[idx], 0),
-            'mask': mask}
-
-  return _prefetch(make, range(math.ceil(n / batch)))
-
-
-# ------------------------------------------------------------ streamed (TF)
-
-
-def _decode(encoded):
-  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
-
-
-def _stream_train(image, seed, size: int, channels: int, kind: str):
-  """Per-example train transform with a stateless [2] int64 `seed`."""
-  crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  if kind == 'imagenet':
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([1, 0, 4]), seed=crop_seed,
-        min_object_covered=0.0, aspect_ratio_range=_ASPECT,
-        area_range=_AREA, max_attempts=_TRIES,
-        use_image_if_no_bounding_boxes=True)
-    channels_in = image.shape[-1]
-    image = tf.slice(image, begin, extent)
-    image.set_shape([None, None, channels_in])
-    image = _to_uint8(tf.image.resize(image, [size, size], antialias=True))
-    image = to_channels(image, channels)
-  else:
-    image = conform(image, size, channels)
-    if kind == 'cifar':
-      pad = max(1, size // 8)
-      image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-      image = tf.image.stateless_random_crop(
-          image, [size, size, channels], seed=crop_seed)
-  if kind in ('imagenet', 'cifar'):
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-  return image
-
-
-def _records(builder, spec, seed, process_index, process_count, train):
-  """This process's shard of a TFDS split as (encoded image, label)."""
-  split = spec if process_count == 1 else tfds.split_for_jax_process(
-      spec, process_index=process_index, process_count=process_count,
-      drop_remainder=train)
-  options = tf.data.Options()
-  options.deterministic = True
-  # Images stay encoded through shuffle/skip, so resuming decodes nothing
-  # that it skips.
-  skip = {builder.info.supervised_keys[0]: tfds.decode.SkipDecoding()}
-  return builder.as_dataset(
-      split=split, shuffle_files=train, as_supervised=True, decoders=skip,
-      read_config=tfds.ReadConfig(shuffle_seed=seed, options=options))
-
-
-def stream_train_batches(builder, spec: str, num_examples: int, kind: str,
-                         size: int, channels: int, local: int, seed: int,
-                         start_step: int, process_index: int,
-                         process_count: int):
-  """Infinite augmented batches of this process's shard of a TFDS split.
-
-  A seeded, deterministic pipeline, so skipping start_step * local records
-  resumes it; record i gets the stateless seed (seed, i), independent of
-  thread timing.
-  """
-  first = start_step * local
-  ds = _records(builder, spec, seed, process_index, process_count, True)
-  buffer = max(1, min(_SHUFFLE_BUFFER, num_examples // process_count))
-  ds = ds.repeat().shuffle(buffer, seed=seed).skip(first)
-
-  def prep(i, example):
-    encoded, label = example
-    pair = tf.stack([tf.constant(seed, tf.int64),
-                     i * process_count + process_index])
-    image = _stream_train(_decode(encoded), pair, size, channels, kind)
-    return {'image': image, 'label': tf.cast(label, tf.int32)}
-
-  ds = ds.enumerate(first).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.batch(local, drop_remainder=True).prefetch(2).as_numpy_iterator()
-
-
-def stream_eval_batches(builder, spec: str, num_examples: int, kind: str,
-                        size: int, channels: int, local: int,
-                        process_index: int, process_count: int):
-  """One pass over this process's shard of a TFDS split, mask-padded.
-
-  Shards differ by at most one example; every process yields as many batches
-  as the largest shard needs, so multi-host eval steps stay in lockstep.
-  """
-  steps = math.ceil(math.ceil(num_examples / process_count) / local)
-  fraction = EVAL_CROP_FRACTION if kind == 'imagenet' else 1.0
-
-  def prep(encoded, label):
-    return {'image': conform(_decode(encoded), size, channels, fraction),
-            'label': tf.cast(label, tf.int32), 'mask': tf.constant(True)}
-
-  pad = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, channels], tf.uint8),
-      'label': tf.constant(0), 'mask': tf.constant(False)}).repeat()
-  ds = _records(builder, spec, 0, process_index, process_count, False)
-  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).concatenate(pad)
-  return ds.take(steps * local).batch(local).prefetch(2).as_numpy_iterator()

@@ -1,0 +1,1 @@
+"""Speed and input-pipeline measurements (see benchmarks/README.md)."""

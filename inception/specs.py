@@ -1,0 +1,112 @@
+"""A config, read once: typed, immutable specs for each part of a run.
+
+``read(config)`` checks every field (``inception.validate``) and returns
+`Specs`; the data pipeline, model builder, optimizer and loop take their
+spec, never the ConfigDict. The ConfigDict itself is kept only to be saved
+as the run's identity (``config.json``).
+"""
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from inception import data, validate
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The registered model, its options and its input shape."""
+  name: str
+  fields: tuple[tuple[str, Any], ...]  # config.model, name included.
+  dtype: str  # Compute dtype; params stay float32.
+  conv_impl: str
+  image_size: int
+  channels: int
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of the model input: the data pipeline conforms images to it."""
+    return (self.image_size, self.image_size, self.channels)
+
+  @property
+  def kwargs(self) -> dict:
+    """Options for ``models.get_model``: fields but name, dtype, conv_impl."""
+    return {**{k: v for k, v in self.fields if k != 'name'},
+            'dtype': self.dtype, 'conv_impl': self.conv_impl}
+
+  @property
+  def num_classes(self) -> int:
+    return dict(self.fields)['num_classes']
+
+  def signature(self) -> dict:
+    """What must match for a checkpoint of this model to be resumed."""
+    return {'model': dict(self.fields), 'image_size': self.image_size,
+            'channels': self.channels}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """Optimizer, learning-rate schedule and run length."""
+  name: str  # 'sgd' or 'adamw'.
+  learning_rate: float
+  momentum: float
+  nesterov: bool
+  weight_decay: float
+  schedule: str
+  warmup_epochs: float
+  decay_epochs: float
+  decay_rate: float
+  num_epochs: float
+  num_train_steps: int  # > 0 overrides num_epochs.
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+  """What the training loop does around the step."""
+  seed: int
+  label_smoothing: float
+  aux_loss_weight: float
+  log_every_steps: int
+  eval_every_epochs: float  # 0: only at the end.
+  checkpoint_every_steps: int
+  keep_checkpoints: int
+  init_from: str  # '' or a workdir / checkpoint to start from.
+
+
+@dataclasses.dataclass(frozen=True)
+class Specs:
+  data: data.DataSpec
+  model: ModelSpec
+  optimizer: OptimizerSpec
+  loop: LoopSpec
+
+
+def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
+  """The model part of a config (for tools that need only the model)."""
+  return ModelSpec(str(config.model.name), tuple(config.model.items()),
+                   str(config.get('dtype', 'float32')),
+                   str(config.get('conv_impl', 'auto')),
+                   int(config.image_size), int(config.channels))
+
+
+def read(config: ml_collections.ConfigDict) -> Specs:
+  """Checks every field of ``config`` once and splits it into specs.
+
+  Raises:
+    UserError: the first field of the wrong type or range.
+  """
+  validate.check(config)
+  c = config
+  return Specs(
+      data=data.parse(c),
+      model=model_spec(c),
+      optimizer=OptimizerSpec(
+          c.optimizer, float(c.learning_rate), float(c.momentum),
+          bool(c.nesterov), float(c.weight_decay), c.schedule,
+          float(c.warmup_epochs), float(c.decay_epochs), float(c.decay_rate),
+          float(c.num_epochs), int(c.num_train_steps)),
+      loop=LoopSpec(
+          int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
+          int(c.log_every_steps), float(c.eval_every_epochs),
+          int(c.checkpoint_every_steps), int(c.keep_checkpoints),
+          str(c.init_from or '')))

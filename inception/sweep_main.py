@@ -1,0 +1,135 @@
+"""The sweep command: ``python sweep.py`` (or ``python -m inception.sweep_main``).
+
+  python sweep.py --config configs/inception_cifar.py \
+      --sweep configs/sweeps/bottleneck_ablation.py --workdir runs/ablation \
+      [--parallel 2] [--dry_run] [--config.num_epochs=5 ...] \
+      [--launcher=slurm --launcher_args=partition=gpu,time=240,gpus_per_node=1]
+      [--launcher=ray --ray_address=HOST:6379 --launcher_args=num_gpus=1]
+
+Each run trains in WORKDIR/<run name>/ in its own process. Running the same
+command again skips finished runs and resumes interrupted ones. --config.*
+overrides (written --config.field=value) apply to every run. Plans the runs
+(``inception.sweep``), launches them (here or through ``inception.launchers``),
+then writes the report (``inception.report``).
+"""
+import os
+import shlex
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from inception import cli, launchers, report, sweep, workdir as workdir_lib
+from inception.errors import UserError
+
+config_flags.DEFINE_config_file('config', None, 'Base experiment config.',
+                                lock_config=True)
+flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep(config).')
+flags.DEFINE_string('workdir', None, 'Directory holding one dir per run.')
+flags.DEFINE_integer('parallel', 1, 'Runs trained at the same time.')
+flags.DEFINE_bool('dry_run', False, 'Print one shell command per run (and, '
+                  'with --launcher=slurm, the sbatch script); run none.')
+flags.DEFINE_enum('launcher', 'local', ['local', 'slurm', 'ray'],
+                  'Where runs train: local processes, SLURM via submitit, '
+                  'or Ray.')
+flags.DEFINE_list('launcher_args', [], 'key=value resources, e.g. slurm: '
+                  'partition=gpu,time=240,gpus_per_node=1,cpus_per_task=8,'
+                  'nodes=1,account=x; ray: num_cpus=4,num_gpus=1.')
+flags.DEFINE_string('ray_address', '', 'Ray cluster address ("" starts a '
+                    'local Ray instance).')
+flags.DEFINE_string('submitit_cluster', None, "submitit's cluster: unset = "
+                    "SLURM where sbatch exists, 'local' = processes here.")
+FLAGS = flags.FLAGS
+
+
+def absolute_config_arg(config_arg: str) -> str:
+  """``configs/x.py:args`` with an absolute path, so commands run from anywhere."""
+  path, sep, args = config_arg.partition(':')
+  return os.path.abspath(path) + sep + args
+
+
+def dry_run_commands(runs: list[sweep.Run], config_arg: str,
+                     extra: list[str]) -> list[str]:
+  """One plain shell command per run, for a cluster scheduler."""
+  return [shlex.join(r.command(config_arg, extra)) for r in runs]
+
+
+def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
+              extra: list[str], parallel: int = 1, dry_run: bool = False,
+              echo=print, launcher: str = 'local',
+              launcher_args: list[str] | None = None, ray_address: str = '',
+              submitit_cluster: str | None = None) -> dict[str, str] | None:
+  """Plans and runs a sweep (``main`` then writes the report).
+
+  Args:
+    launcher: 'local', 'slurm' or 'ray' (``inception.launchers``).
+    launcher_args: ``key=value`` resources for the launcher, e.g.
+      ``partition=gpu``, ``time=240`` (minutes), ``gpus_per_node=1``.
+    ray_address: Ray cluster to join ('' starts a local instance).
+    submitit_cluster: submitit's ``cluster`` (None: SLURM where ``sbatch``
+      exists; 'local': processes on this machine, as the tests use).
+
+  Returns:
+    run name -> final status, or None for a dry run (which prints each arm,
+    one shell command per run and, for SLURM, the sbatch script, and writes
+    nothing).
+  """
+  if parallel < 1:
+    raise UserError(f'--parallel must be at least 1, got {parallel}')
+  args = launchers.parse_args(launcher, launcher_args or [])
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir} is a file; give a directory')
+  runs = sweep.plan(os.path.abspath(workdir),
+                    sweep.load_sweep(sweep_path, config))
+  config_arg = absolute_config_arg(config_arg)
+  jobs_dir = os.path.join(os.path.abspath(workdir), '.submitit')
+  if dry_run:
+    for line in sweep.describe_arms(config, runs):
+      echo(f'# {line}')
+    for line in dry_run_commands(runs, config_arg, extra):
+      echo(line)
+    if launcher == 'slurm':
+      echo(f'# the sbatch script submitit would submit (one array task per '
+           f'run):\n{launchers.sbatch_script(jobs_dir, args, len(runs))}')
+    return None
+  sweep.write_manifest(workdir, config_arg, sweep_path, extra, runs)
+  if launcher == 'slurm':
+    results = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
+                                  echo, cluster=submitit_cluster)
+  elif launcher == 'ray':
+    results = launchers.run_ray(runs, config_arg, extra, args, ray_address,
+                                echo)
+  else:
+    results = sweep.execute(runs, config_arg, extra, parallel, echo)
+  failed = [n for n, s in results.items() if s == 'failed']
+  if failed:
+    echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
+         f'{workdir_lib.RUN_STATUS} and {workdir_lib.LOG})')
+  return results
+
+
+def main(argv):
+  del argv
+  extra = [a for a in sys.argv[1:] if a.startswith('--config.')]
+  config_arg = config_flags.get_config_filename(FLAGS['config'])
+  results = run_sweep(FLAGS.config, config_arg, FLAGS.sweep, FLAGS.workdir,
+                      extra, FLAGS.parallel, FLAGS.dry_run,
+                      launcher=FLAGS.launcher,
+                      launcher_args=FLAGS.launcher_args,
+                      ray_address=FLAGS.ray_address,
+                      submitit_cluster=FLAGS.submitit_cluster)
+  if results is None:  # dry run
+    return
+  print(report.format_summary(report.write_report(FLAGS.workdir)))
+  if 'failed' in results.values():
+    sys.exit(1)  # every other run finished and the report is written
+
+
+def run():
+  """Parses the flags, runs the sweep and reports (the console entry point)."""
+  flags.mark_flags_as_required(['config', 'sweep', 'workdir'])
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
