@@ -134,21 +134,32 @@ def truncate_after(path: str, step: int):
 
 
 def create_writer(workdir: str, is_main: bool):
-  """A clu MultiWriter: JSONL + TensorBoard on the main process; none elsewhere.
+  """JSONL + TensorBoard (clu) on the main process; a writer of nothing elsewhere.
 
   clu (and TensorFlow, behind its TensorBoard writer) is imported here, not
   at module import, so that reading metrics (report, notebooks) stays light.
+  Where TensorFlow is not installed (a JAX-only GPU image), clu's writers
+  cannot be imported either; the run then writes metrics.jsonl alone.
   """
   from inception import tf_quiet  # pylint: disable=g-import-not-at-top
-  tf_quiet.load()  # before clu imports TF itself
+  if not is_main:
+    return _NoWriter()
+  jsonl = JsonlWriter(workdir_lib.path(workdir, workdir_lib.METRICS))
+  if not tf_quiet.available():
+    logging.warning('TensorFlow is not installed: no TensorBoard events; '
+                    'metrics go to %s only', workdir_lib.METRICS)
+    return jsonl
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   metric_writers.MetricWriter.register(JsonlWriter)
-  if not is_main:
-    return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([
-      JsonlWriter(workdir_lib.path(workdir, workdir_lib.METRICS)),
-      metric_writers.SummaryWriter(workdir),
-  ])
+  return metric_writers.MultiWriter([jsonl,
+                                     metric_writers.SummaryWriter(workdir)])
+
+
+class _NoWriter:
+  """Drops every write: the metric writer of non-main processes."""
+
+  def __getattr__(self, name):
+    return lambda *args, **kwargs: None
 
 
 class Progress:

@@ -36,11 +36,17 @@ def cpu_model() -> str:
 
 @functools.cache
 def provenance() -> dict:
-  """Commit (with a ``-dirty`` suffix for uncommitted changes), versions, machine."""
+  """Commit (with a ``-dirty`` suffix for uncommitted changes), versions, machine.
+
+  Where the code is a copy without its ``.git`` (a cluster job's staged
+  tree), the commit is read from ``$INCEPTION_GIT_COMMIT``, which whoever
+  copied a clean checkout sets; otherwise it is None.
+  """
   import flax  # pylint: disable=g-import-not-at-top
   commit = _git('rev-parse', 'HEAD')
   if commit and _git('status', '--porcelain', '--untracked-files=no'):
     commit += '-dirty'
+  commit = commit or os.environ.get('INCEPTION_GIT_COMMIT') or None
   device = jax.devices()[0]
   return {
       'git_commit': commit,

@@ -42,6 +42,16 @@ def load():
   return tensorflow
 
 
+@functools.cache
+def available() -> bool:
+  """Whether TensorFlow can be imported here (JAX-only GPU images lack it)."""
+  try:
+    load()
+  except ImportError:
+    return False
+  return True
+
+
 class _LazyTensorFlow:
   """Stands in for the ``tensorflow`` module until an attribute is used."""
 

@@ -6,10 +6,13 @@ memory and streamed, `inception.pipeline`) call the same pair, so a batch
 depends only on the Generator's seed, never on thread scheduling.
 """
 
+import concurrent.futures
 import math
+import os
 
 import numpy as np
 
+from inception import tf_quiet
 from inception.tf_quiet import tf  # imported on first use
 
 # ITU-R 601 luma weights; they sum to exactly 1 so grey->RGB->grey is lossless.
@@ -96,6 +99,8 @@ def decode_files(files: np.ndarray, size: int, channels: int):
     (images uint8 [N, size, size, channels], ok bool [N]); files that are not
     decodable images have ok False and zero pixels.
   """
+  if not tf_quiet.available():
+    return _decode_files_pillow(files, size, channels)
   n = len(files)
   images = np.zeros((n, size, size, channels), np.uint8)
   ok = np.zeros(n, bool)
@@ -121,6 +126,42 @@ def decode_files(files: np.ndarray, size: int, channels: int):
     ds = ds.map(lambda i, p: (i, one(p)), num_parallel_calls=tf.data.AUTOTUNE)
     for index, batch in ds.ignore_errors().batch(256).as_numpy_iterator():
       images[index], ok[index] = batch, True
+  return images, ok
+
+
+def _decode_files_pillow(files: np.ndarray, size: int, channels: int):
+  """`decode_files` with Pillow, for machines without TensorFlow.
+
+  JAX-only GPU images often lack TensorFlow. Pixels can differ from TF's
+  decoder by a level or two (another IDCT), and a resized image by more
+  (Pillow's bilinear filter); same-size images are only decoded.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  n = len(files)
+  images = np.zeros((n, size, size, channels), np.uint8)
+  ok = np.zeros(n, bool)
+
+  def one(i):
+    try:
+      with Image.open(files[i]) as im:
+        im = im.convert('RGB')
+        w, h = im.size
+        if (w, h) != (size, size):
+          scale = size / min(w, h)
+          nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+          im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+          x, y = (nw - size) // 2, (nh - size) // 2
+          im = im.crop((x, y, x + size, y + size))
+        rgb = np.asarray(im, np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+      return
+    if channels == 1:  # The same luma weights as the TF path.
+      rgb = np.round(rgb @ np.asarray(_LUMA)).clip(0, 255)[..., None]
+    images[i], ok[i] = rgb, True
+
+  # Pillow releases the GIL while decoding.
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+    list(pool.map(one, range(n)))
   return images, ok
 
 
