@@ -38,15 +38,15 @@ def cpu_model() -> str:
 def provenance() -> dict:
   """Commit (with a ``-dirty`` suffix for uncommitted changes), versions, machine.
 
-  Where the code is a copy without its ``.git`` (a cluster job's staged
-  tree), the commit is read from ``$INCEPTION_GIT_COMMIT``, which whoever
-  copied a clean checkout sets; otherwise it is None.
+  Where the code is a staged copy (a cluster job's tree, without its
+  ``.git`` or with a stale one), whoever copied a clean checkout sets
+  ``$INCEPTION_GIT_COMMIT``, which then wins over what git says.
   """
   import flax  # pylint: disable=g-import-not-at-top
-  commit = _git('rev-parse', 'HEAD')
-  if commit and _git('status', '--porcelain', '--untracked-files=no'):
+  commit = os.environ.get('INCEPTION_GIT_COMMIT') or _git('rev-parse', 'HEAD')
+  if (commit and 'INCEPTION_GIT_COMMIT' not in os.environ
+      and _git('status', '--porcelain', '--untracked-files=no')):
     commit += '-dirty'
-  commit = commit or os.environ.get('INCEPTION_GIT_COMMIT') or None
   device = jax.devices()[0]
   return {
       'git_commit': commit,
