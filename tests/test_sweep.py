@@ -164,25 +164,35 @@ def test_sweep_rejects_bad_override_type(tmp_path):
     sweep.load_sweep(path, quick_config())
 
 
-def test_notebook_runs_on_a_sweep(seed_sweep):
-  """notebooks/analysis.ipynb executes headless and draws its figures."""
-  workdir = seed_sweep[0]
+def _execute_notebook(cwd: str, sweep_dir: str | None):
   nb = nbformat.read(os.path.join(REPO, 'notebooks', 'analysis.ipynb'), 4)
-  os.environ['ANALYSIS_SWEEP_DIR'] = workdir
+  if sweep_dir:
+    os.environ['ANALYSIS_SWEEP_DIR'] = sweep_dir
   try:
     nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
-                            resources={'metadata': {'path': REPO}}).execute()
+                            resources={'metadata': {'path': cwd}}).execute()
   finally:
-    del os.environ['ANALYSIS_SWEEP_DIR']
-  images = [o for c in nb.cells if c.cell_type == 'code'
-            for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
-  errors = [o for c in nb.cells if c.cell_type == 'code'
-            for o in c.get('outputs', []) if o.get('output_type') == 'error']
-  assert not errors
+    os.environ.pop('ANALYSIS_SWEEP_DIR', None)
+  outputs = [o for c in nb.cells if c.cell_type == 'code'
+             for o in c.get('outputs', [])]
+  assert not [o for o in outputs if o.get('output_type') == 'error']
+  images = [o for o in outputs if 'image/png' in o.get('data', {})]
+  return images, json.dumps(outputs)
+
+
+def test_notebook_runs_on_a_sweep(seed_sweep):
+  """notebooks/analysis.ipynb executes headless and draws its figures."""
+  images, text = _execute_notebook(REPO, seed_sweep[0])
   # pareto+curves, MACs, inputs, variance kept + spectra, maps, weights
   assert len(images) >= 6
-  text = json.dumps([c.get('outputs') for c in nb.cells])
   assert 'reduces' in text and 'accuracy' in text and 'PCA at rank' in text
+
+
+def test_notebook_runs_on_the_published_ablation_from_its_folder():
+  """Jupyter started in notebooks/ finds results/cifar10_ablation (no checkpoints)."""
+  images, text = _execute_notebook(os.path.join(REPO, 'notebooks'), None)
+  assert len(images) >= 2  # pareto + curves from metrics alone
+  assert 'cifar10_ablation' in text and 'needs a run with checkpoints' in text
 
 
 def test_ablation_sweep_describes_every_arm_before_training():
@@ -191,7 +201,7 @@ def test_ablation_sweep_describes_every_arm_before_training():
   config = inception_cifar.get_config('cpu')
   runs = sweep.plan('/nonexistent', sweep.load_sweep(
       'configs/sweeps/cifar10_ablation.py', config))
-  assert len(runs) == 11  # 3 seeds x 3 arms + 2 seeds of naive, same widths
+  assert len(runs) == 20  # 5 seeds x 4 arms
   lines = sweep.describe_arms(config, runs)
   assert len(lines) == 4
   assert '1.000x the target' in lines[0] and '3a branches 8/12/16/2/4/4' in lines[0]
@@ -200,5 +210,5 @@ def test_ablation_sweep_describes_every_arm_before_training():
   assert abs(ratio - 1) <= 0.05 and 'DEGENERATE' in equal
   assert 'separable=True' in lines[2]
   # The costly same-widths reference trains after every comparison run.
-  assert [r.overrides['model.width'] for r in runs[-2:]] == [0.125, 0.125]
-  assert not any(r.overrides['model.bottleneck'] for r in runs[-2:])
+  assert [r.overrides['model.width'] for r in runs[-5:]] == [0.125] * 5
+  assert not any(r.overrides['model.bottleneck'] for r in runs[-5:])

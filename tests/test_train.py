@@ -9,8 +9,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import (CONFIG, TINY_MACS, TINY_PARAMS, assert_same_state,
-                      cli_overrides, final_state, quick_config, records,
-                      run_cli)
+                      cli_overrides, final_state, quick_config, record_steps,
+                      records, run_cli)
 from inception import data, evaluate, train
 
 _records = records
@@ -172,3 +172,13 @@ def test_tfds_mock_data_train_eval(tmp_path):
   assert summary['status'] == 'done'
   assert result['accuracy'] == summary['final_eval_accuracy']
   assert result['num_examples'] == 160  # mock_data gives every split spec 160
+
+
+def test_training_without_tensorflow_writes_jsonl_only(tmp_path, monkeypatch):
+  """A JAX-only image (no TensorFlow, so no clu writers) still records metrics."""
+  from inception import tf_quiet  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tf_quiet, 'available', lambda: False)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(quick_config(num_train_steps=4), workdir)
+  assert record_steps(workdir, 'train/loss') == [1, 2, 3, 4]
+  assert not [f for f in os.listdir(workdir) if f.startswith('events.')]
