@@ -202,6 +202,8 @@ def torch_model_for(name, **kwargs):
   """
   if name not in _CLASSES:
     raise ValueError(f'no torch model for {name!r}; have {sorted(_CLASSES)}')
+  if kwargs.pop('separable', False):
+    raise NotImplementedError('the torch twins have no separable variant')
   kwargs = {k: v for k, v in kwargs.items() if k not in ('dtype', 'conv_impl')}
   kwargs['width'] = kwargs.get('width', 1.0) * MODELS[name].width_scale
   return _CLASSES[name](**kwargs)

@@ -42,7 +42,7 @@ def get_config():
   config.label_smoothing = 0.0  # Softmax cross-entropy label smoothing.
   config.aux_loss_weight = 0.3  # Weight of each auxiliary classifier's loss (GoogLeNet aux_logits).
 
-  config.dtype = 'float32'  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
+  config.dtype = 'float32'  # GEMM operands: 'float32' or 'bfloat16' (accumulates in fp32).
   config.conv_impl = 'auto'  # kxk conv / pool kernels: 'auto' (per backend), 'xla', 'gemm'.
 
   config.seed = 0  # Seeds init, dropout and the data order; same seed -> same run.

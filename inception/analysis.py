@@ -78,8 +78,7 @@ def eval_batch(exp, state, n: int = 64) -> dict:
 
 
 def _apply(exp, state, images, **kwargs):
-  x = steps.normalize(jnp.asarray(images), exp.info.mean, exp.info.std,
-                      jnp.float32)
+  x = steps.normalize(jnp.asarray(images), exp.info.mean, exp.info.std)
   return exp.model.apply({'params': state.params,
                           'batch_stats': state.batch_stats}, x, train=False,
                          **kwargs)

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from inception import gemm
+
 IMPLS = ('auto', 'xla', 'gemm')
 
 
@@ -39,8 +41,14 @@ def _pads(x_shape, k: int, strides: int, padding):
   return tuple(tuple(p) for p in padding)
 
 
-def conv_gemm(x, kernel, strides: int, padding):
-  """NHWC x HWIO convolution as im2col + one matrix multiply."""
+@jax.named_scope('im2col')
+def conv_gemm(x, kernel, strides: int, padding, compute_dtype=None):
+  """NHWC x HWIO convolution as im2col + one matrix multiply (``gemm.matmul``).
+
+  The patches are gathered in x's dtype; the GEMM casts them to
+  ``compute_dtype``. Its input gradient comes back as one GEMM and the
+  col2im is the transpose of the slices: a sum of shifted pads XLA fuses.
+  """
   k, _, cin, cout = kernel.shape
   (pt, pb), (pl, pr) = _pads(x.shape, k, strides, padding)
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
@@ -50,9 +58,8 @@ def conv_gemm(x, kernel, strides: int, padding):
       x[:, i:i + strides * (ho - 1) + 1:strides,
         j:j + strides * (wo - 1) + 1:strides, :]
       for i in range(k) for j in range(k)], axis=-1)
-  y = lax.dot_general(patches, kernel.reshape(k * k * cin, cout),
-                      (((3,), (0,)), ((), ())))
-  return y
+  return gemm.matmul(patches, kernel.reshape(k * k * cin, cout),
+                     compute_dtype)
 
 
 def _gemm_pays(x_shape, kernel_shape) -> bool:
@@ -70,15 +77,24 @@ def _gemm_pays(x_shape, kernel_shape) -> bool:
   return k * k * cin <= 800 and cout >= 64
 
 
-def conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
-  """NHWC x HWIO convolution with the selected implementation."""
+def conv2d(x, kernel, strides: int, padding, impl: str = 'auto',
+           compute_dtype=None):
+  """NHWC x HWIO convolution with the selected implementation, in x's dtype.
+
+  ``compute_dtype`` (e.g. bfloat16) is the operands' dtype; products
+  accumulate in float32 on every path.
+  """
   _check(impl)
   if impl == 'gemm' or (impl == 'auto' and _on_cpu()
                         and _gemm_pays(x.shape, kernel.shape)):
-    return conv_gemm(x, kernel, strides, padding)
-  return lax.conv_general_dilated(
-      x, kernel, (strides, strides), padding,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return conv_gemm(x, kernel, strides, padding, compute_dtype)
+  cd = compute_dtype or x.dtype
+  with jax.named_scope('xla_conv'):
+    y = lax.conv_general_dilated(
+        x.astype(cd), kernel.astype(cd), (strides, strides), padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  return y.astype(x.dtype)
 
 
 def depthwise_shifted(x, kernel, strides: int, padding):
@@ -102,6 +118,7 @@ def depthwise_shifted(x, kernel, strides: int, padding):
   return y
 
 
+@jax.named_scope('depthwise')
 def depthwise_conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
   """Depthwise convolution (one kxk filter per channel), HWIO kernel (k, k, 1, C).
 
@@ -167,6 +184,7 @@ def _separable_max_fwd(x, window, strides):
   return y, (tap_w, tap_h, x.shape[2], cols.shape[1])
 
 
+@jax.named_scope('max_pool')
 def _separable_max_bwd(window, strides, residuals, dy):
   tap_w, tap_h, width, height = residuals
   d_cols = _running_max_grad(dy, tap_h, height, 1, window, strides)
@@ -190,6 +208,7 @@ def max_pool_separable(x, window: int, strides: int, padding):
   return _separable_max(x, window, strides)
 
 
+@jax.named_scope('max_pool')
 def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):
   """Square max pooling over H and W of an NHWC array."""
   _check(impl)

@@ -99,8 +99,7 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   tx = build.optimizer(s.optimizer, lr)
   mesh = sharding.make_mesh()
   batch, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  common = dict(mean=info.mean, std=info.std, num_classes=info.num_classes,
-                dtype=jnp.dtype(s.model.dtype))
+  common = dict(mean=info.mean, std=info.std, num_classes=info.num_classes)
   train_step = jax.jit(
       steps.make_train_step(
           model, label_smoothing=s.loop.label_smoothing,

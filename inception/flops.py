@@ -161,7 +161,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
     params = mod.variables.get('params', {})
     if isinstance(mod, (layers.Conv1x1, layers.ConvKxK, layers.DepthwiseConv)):
       kind, macs, valid = _conv_row(mod, args[0], out, params['kernel'])
-    elif isinstance(mod, nn.Dense):
+    elif isinstance(mod, (layers.Dense, nn.Dense)):
       kind = 'dense'
       macs = valid = int(np.prod(params['kernel'].shape) *
                          np.prod(args[0].shape[1:-1]))

@@ -1,7 +1,11 @@
-"""Layers: GEMM 1x1 conv, BatchNorm, ConvBN, NiN mlpconv, Inception block.
+"""Layers: GEMM 1x1 conv, dense, BatchNorm, ConvBN, NiN mlpconv, Inception block.
 
-All modules are Flax Linen, NHWC. ``dtype`` is the compute dtype (e.g.
-``jnp.bfloat16``); parameters stay in ``param_dtype`` (float32).
+All modules are Flax Linen, NHWC. ``dtype`` is the GEMM compute dtype (e.g.
+``jnp.bfloat16``): the operands of every 1x1, im2col, XLA convolution and
+dense layer are cast to it and accumulate in float32 (``inception.gemm``).
+Activations, BatchNorm, pooling and parameters stay float32: on XLA:CPU
+bf16 elementwise work is slower than fp32, and on every backend it keeps
+BatchNorm statistics exact.
 """
 import functools
 from typing import Any, NamedTuple, Sequence
@@ -11,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from inception import conv_ops
+from inception import conv_ops, gemm
 
 Dtype = Any
 
@@ -34,7 +38,7 @@ class Conv1x1(nn.Module):
     features: number of output channels.
     strides: spatial stride (int).
     use_bias: add a learned bias.
-    dtype: compute dtype; None keeps the input's.
+    dtype: GEMM compute dtype; None keeps the input's.
     param_dtype: parameter dtype.
     kernel_init: initializer for the kernel.
   """
@@ -53,9 +57,33 @@ class Conv1x1(nn.Module):
                        self.param_dtype) if self.use_bias else None)
     if self.strides > 1:
       x = x[:, ::self.strides, ::self.strides, :]
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
-    return y if bias is None else y + bias
+    y = gemm.matmul(x, kernel[0, 0], self.dtype)
+    return y if bias is None else y + bias.astype(y.dtype)
+
+
+class Dense(nn.Module):
+  """``nn.Dense`` (same parameters and init) on ``gemm.matmul``.
+
+  Attributes:
+    features: number of outputs.
+    use_bias: add a learned bias.
+    dtype: GEMM compute dtype; None keeps the input's.
+  """
+  features: int
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init,
+                        (x.shape[-1], self.features), jnp.float32)
+    y = gemm.matmul(x, kernel, self.dtype)
+    if not self.use_bias:
+      return y
+    bias = self.param('bias', nn.initializers.zeros, (self.features,),
+                      jnp.float32)
+    return y + bias.astype(y.dtype)
 
 
 class ConvKxK(nn.Module):
@@ -84,9 +112,9 @@ class ConvKxK(nn.Module):
     padding = self.padding
     if padding is None:
       padding = ((k // 2, k // 2), (k // 2, k // 2))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_ops.conv2d(x, kernel, self.strides, padding, self.conv_impl)
-    return y if bias is None else y + bias
+    y = conv_ops.conv2d(x, kernel, self.strides, padding, self.conv_impl,
+                        self.dtype)
+    return y if bias is None else y + bias.astype(y.dtype)
 
 
 class DepthwiseConv(nn.Module):
@@ -96,7 +124,8 @@ class DepthwiseConv(nn.Module):
   ``(k, k, 1, C)``. Padding is symmetric ``k // 2``. No bias: in this
   codebase it is always followed by a pointwise (1x1) layer, whose bias or
   BatchNorm offset absorbs it. See ``conv_ops.depthwise_conv2d`` for
-  ``conv_impl``.
+  ``conv_impl``. It has no GEMM: it runs in the activations' dtype whatever
+  ``dtype`` says (kept for a uniform layer signature).
   """
   kernel_size: int
   strides: int = 1
@@ -110,7 +139,7 @@ class DepthwiseConv(nn.Module):
     k = self.kernel_size
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, x.shape[-1]),
                         self.param_dtype)
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    kernel = kernel.astype(x.dtype)
     pads = ((k // 2, k // 2), (k // 2, k // 2))
     return conv_ops.depthwise_conv2d(x, kernel, self.strides, pads,
                                      self.conv_impl)
@@ -144,6 +173,7 @@ def _batch_norm_fwd(x, scale, bias, epsilon, dtype):
   return (y, mean, var), (x, mean, inv, scale)
 
 
+@jax.named_scope('batchnorm')
 def _batch_norm_bwd(epsilon, dtype, residuals, cotangents):
   del epsilon, dtype
   x, mean, inv, scale = residuals
@@ -189,11 +219,13 @@ class BatchNorm(nn.Module):
                            jnp.float32)
     dtype = self.dtype or jnp.result_type(x, jnp.float32)
     if self.use_running_average:
-      inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
-      return ((x.astype(jnp.float32) - ra_mean.value) * inv + bias).astype(
-          dtype)
-    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon,
-                                    jnp.dtype(dtype))
+      with jax.named_scope('batchnorm'):
+        inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
+        return ((x.astype(jnp.float32) - ra_mean.value) * inv + bias).astype(
+            dtype)
+    with jax.named_scope('batchnorm'):
+      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon,
+                                      jnp.dtype(dtype))
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
@@ -230,8 +262,7 @@ class ConvBN(nn.Module):
                   use_bias=not self.use_bn, conv_impl=self.conv_impl,
                   dtype=self.dtype, name='conv')(x)
     if self.use_bn:
-      x = BatchNorm(use_running_average=not train, dtype=self.dtype,
-                    name='bn')(x)
+      x = BatchNorm(use_running_average=not train, name='bn')(x)
     return nn.relu(x) if self.relu else x
 
 
@@ -329,15 +360,11 @@ class InceptionBlock(nn.Module):
     b1 = conv(w.c1x1, 1, 'branch1x1')(x, train)
     b3 = spatial(x, w.c3x3_reduce, w.c3x3, 3, 'branch3x3')
     b5 = spatial(x, w.c5x5_reduce, w.c5x5, 5, 'branch5x5')
-    bp = max_pool(x, 3, 1, 'SAME', self.conv_impl)
+    bp = conv_ops.max_pool(x, 3, 1, 'SAME', self.conv_impl)
     if self.pool_proj:
       bp = conv(w.pool_proj, 1, 'pool_proj')(bp, train)
-    return jnp.concatenate([b1, b3, b5, bp], axis=-1)
-
-
-def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):
-  """Square max pooling; see ``conv_ops.max_pool`` for ``impl``."""
-  return conv_ops.max_pool(x, window, strides, padding, impl)
+    with jax.named_scope('concat'):
+      return jnp.concatenate([b1, b3, b5, bp], axis=-1)
 
 
 def global_avg_pool(x):

@@ -32,7 +32,6 @@ class JsonlWriter:
   """
 
   def __init__(self, path: str):
-    self._path = path
     self._file = open(path, 'a', encoding='utf-8')
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):

@@ -11,8 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception.layers import (ConvBN, InceptionBlock, InceptionWidths, MlpConv,
-                              global_avg_pool, max_pool, scale_width)
+from inception import conv_ops
+from inception.layers import (ConvBN, Dense, InceptionBlock, InceptionWidths,
+                              MlpConv, global_avg_pool, scale_width)
 
 Dtype = Any
 
@@ -62,7 +63,7 @@ class NiN(nn.Module):
       x = MlpConv(features, k, use_bn=self.use_bn, conv_impl=self.conv_impl,
                   dtype=self.dtype, name=f'mlpconv{i + 1}')(x, train)
       if i == 0:
-        x = max_pool(x, 3, 2, 'SAME', self.conv_impl)
+        x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
       elif i == 1:
         x = nn.avg_pool(x, (3, 3), (2, 2), 'SAME', count_include_pad=False)
       if i < 2:
@@ -98,9 +99,9 @@ class AuxHead(nn.Module):
     x = ConvBN(128, 1, use_bn=self.use_bn, dtype=self.dtype, name='conv')(
         x, train)
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(1024, dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(Dense(1024, dtype=self.dtype, name='fc1')(x))
     x = nn.Dropout(0.7, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
+    return Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
 
 
 class _InceptionStack(nn.Module):
@@ -129,7 +130,7 @@ class _InceptionStack(nn.Module):
   def stages(self, x, train):
     for stage in ('3a', '3b', '4a', '4b', '4c', '4d', '4e', '5a', '5b'):
       if stage in ('4a', '5a'):
-        x = max_pool(x, 3, 2, self.pool_padding, self.conv_impl)
+        x = conv_ops.max_pool(x, 3, 2, self.pool_padding, self.conv_impl)
       x = self.inception(x, stage, train)
       # Aux params are created at init so that train and eval share a tree.
       if (stage in ('4a', '4d') and self.aux_logits
@@ -142,7 +143,7 @@ class _InceptionStack(nn.Module):
   def head(self, x, dropout_rate, train):
     x = global_avg_pool(x)
     x = nn.Dropout(dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(
+    return Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(
         jnp.float32)
 
 
@@ -165,9 +166,9 @@ class GoogLeNet(_InceptionStack):
     kw = dict(use_bn=self.use_bn, conv_impl=self.conv_impl, dtype=self.dtype)
     s = lambda c: scale_width(c, self.width)
     x = ConvBN(s(64), 7, strides=2, name='conv1', **kw)(x, train)
-    x = max_pool(x, 3, 2, 'SAME', self.conv_impl)
+    x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
     x = ReducedConv(s(64), s(192), 3, name='conv2', **kw)(x, train)
-    x = max_pool(x, 3, 2, 'SAME', self.conv_impl)
+    x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
     return self.head(self.stages(x, train), self.dropout_rate, train)
 
 
@@ -259,11 +260,6 @@ def get_model(name: str, **kwargs) -> nn.Module:
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   return spec.cls(**kwargs)
-
-
-def input_shape(name: str) -> tuple[int, int, int]:
-  """The input shape (H, W, C) a registered model was designed for."""
-  return _registered(name).input_shape
 
 
 def init_variables(model: nn.Module, input_shape, rng, out_shardings=None):

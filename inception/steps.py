@@ -26,13 +26,18 @@ def create_train_state(model, tx: optax.GradientTransformation, variables
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def normalize(images, mean, std, dtype):
-  """uint8 images on [0, 255] -> standardised ``dtype`` (per channel)."""
+def normalize(images, mean, std):
+  """uint8 images on [0, 255] -> standardised float32 (per channel).
+
+  Activations stay float32 under every model dtype: a bfloat16 model casts
+  only its GEMM operands (``inception.gemm``).
+  """
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
-  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+  return (images.astype(jnp.float32) - mean) / std
 
 
+@jax.named_scope('loss')
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   """Mean softmax cross-entropy with optional label smoothing."""
   targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes),
@@ -42,8 +47,7 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
 
 def make_train_step(model, *, mean, std, num_classes: int,
                     label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
-                    learning_rate_fn: Callable | None = None,
-                    dtype=jnp.float32):
+                    learning_rate_fn: Callable | None = None):
   """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
 
   The dropout RNG of step ``s`` is ``fold_in(rng, s)``: a pure function of
@@ -57,7 +61,7 @@ def make_train_step(model, *, mean, std, num_classes: int,
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    images = normalize(batch['image'], mean, std, dtype)
+    images = normalize(batch['image'], mean, std)
     labels = batch['label']
 
     def loss_fn(params):
@@ -75,7 +79,8 @@ def make_train_step(model, *, mean, std, num_classes: int,
     (total, (loss, logits, batch_stats)), grads = grad_fn(state.params)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
-    new = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    with jax.named_scope('optimizer'):
+      new = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new,
                        state.replace(step=new.step))
     metrics = {
@@ -90,7 +95,7 @@ def make_train_step(model, *, mean, std, num_classes: int,
   return train_step
 
 
-def make_eval_step(model, *, mean, std, num_classes: int, dtype=jnp.float32):
+def make_eval_step(model, *, mean, std, num_classes: int):
   """Returns ``eval_step(state, batch) -> sums``.
 
   Sums (not means) over the unmasked examples, so that a host can add them up
@@ -99,7 +104,7 @@ def make_eval_step(model, *, mean, std, num_classes: int, dtype=jnp.float32):
   """
 
   def eval_step(state: TrainState, batch):
-    images = normalize(batch['image'], mean, std, dtype)
+    images = normalize(batch['image'], mean, std)
     logits = state.apply_fn(
         {'params': state.params, 'batch_stats': state.batch_stats}, images,
         train=False)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception import layers
+from inception import gemm, layers
 
 
 def _conv_pair(features, strides, x, key=0):
@@ -133,12 +133,45 @@ def test_inception_block_switches(bottleneck, pool_proj, branches):
         y[..., -cin:], nn.max_pool(x, (3, 3), (1, 1), 'SAME'), atol=0)
 
 
-def test_bfloat16_compute_keeps_float32_params():
+def test_bfloat16_casts_gemm_operands_only():
+  """bf16 GEMM operands, float32 accumulation, params and activations."""
   x = jnp.ones((1, 8, 8, 9))
   block = layers.InceptionBlock(W, dtype=jnp.bfloat16)
   variables = block.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-  assert block.apply(variables, x).dtype == jnp.bfloat16
+  assert block.apply(variables, x).dtype == jnp.float32
+  text = str(jax.make_jaxpr(lambda v: block.apply(v, x))(variables))
+  assert 'bf16[' in text and 'preferred_element_type=float32' in text
+
+
+@pytest.mark.parametrize('compute_dtype', [None, jnp.bfloat16])
+def test_gemm_matmul_forward_and_gradients(compute_dtype):
+  """gemm.matmul's own VJP against jnp.dot's autodiff (bf16: to bf16 rounding)."""
+  x = jax.random.normal(jax.random.key(0), (3, 5, 7, 24))
+  w = jax.random.normal(jax.random.key(1), (24, 16))
+  g = jax.random.normal(jax.random.key(2), (3, 5, 7, 16))
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) * g)
+  ours = jax.grad(loss(lambda x, w: gemm.matmul(x, w, compute_dtype)), (0, 1))
+  ref = jax.grad(loss(lambda x, w: jnp.dot(x, w, precision='highest')), (0, 1))
+  tol = 1e-5 if compute_dtype is None else 3e-2
+  np.testing.assert_allclose(gemm.matmul(x, w, compute_dtype),
+                             jnp.dot(x, w, precision='highest'),
+                             rtol=tol, atol=tol * 5)
+  for a, b in zip(ours(x, w), ref(x, w)):
+    assert a.dtype == jnp.float32
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 30)
+
+
+def test_dense_matches_flax_dense():
+  x = jax.random.normal(jax.random.key(0), (4, 10))
+  ours, ref = layers.Dense(6), nn.Dense(6)
+  variables = ref.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+  np.testing.assert_allclose(ours.init(jax.random.key(1), x)['params']['kernel'],
+                             variables['params']['kernel'])
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])

@@ -23,7 +23,7 @@ PINNED_PARAMS = {
 
 def param_count(name, **kwargs):
   model = models.get_model(name, **kwargs)
-  x = jnp.zeros((1, *models.input_shape(name)))
+  x = jnp.zeros((1, *models.MODELS[name].input_shape))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   return sum(p.size for p in jax.tree.leaves(variables['params']))
 
