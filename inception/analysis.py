@@ -78,8 +78,14 @@ def eval_batch(exp, state, n: int = 64) -> dict:
 
 
 def _apply(exp, state, images, **kwargs):
+  """The model on ``images``, one op per layer (``conv_impl='xla'``).
+
+  The layer-wise hooks here read each ConvBN's input and output, which a
+  fused 1x1 GEMM (``conv_impl='gemm'``) would not show; the XLA path computes
+  the same function up to float rounding.
+  """
   x = steps.normalize(jnp.asarray(images), exp.info.mean, exp.info.std)
-  return exp.model.apply({'params': state.params,
+  return flops.one_op_per_layer(exp.model).apply({'params': state.params,
                           'batch_stats': state.batch_stats}, x, train=False,
                          **kwargs)
 

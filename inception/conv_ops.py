@@ -3,8 +3,9 @@
 ``impl`` is one of:
   * ``'xla'``: ``lax.conv_general_dilated`` and ``lax.reduce_window``.
   * ``'gemm'``: im2col convolutions (one matrix multiply over k*k*C_in
-    channels; their gradients are matrix multiplies too) and a separable max
-    pool built from shifted maxima, with a custom gradient.
+    channels; their gradients are matrix multiplies too), a separable max
+    pool built from shifted maxima, with a custom gradient, and each
+    Inception block's parallel 1x1 layers fused into one GEMM.
   * ``'auto'``: ``'xla'`` on GPU and TPU; on CPU, the faster of the two for
     each layer, chosen from measurements (``benchmarks/README.md``).
 
@@ -75,6 +76,18 @@ def _gemm_pays(x_shape, kernel_shape) -> bool:
   if k <= 3:
     return cin <= 8 or cin >= 32
   return k * k * cin <= 800 and cout >= 64
+
+
+def fuses_pointwise(impl: str) -> bool:
+  """Whether an Inception block computes its parallel 1x1 layers as one GEMM.
+
+  ``'gemm'`` (the all-GEMM path): yes. ``'xla'`` and ``'auto'``: no. On a
+  2-core CPU ``benchmarks/fusion.py`` measured no block faster fused beyond
+  noise (1.00x at full width, 1.02x at width 1/8), so ``'auto'`` keeps one
+  GEMM per layer; on GPU and TPU it is unmeasured.
+  """
+  _check(impl)
+  return impl == 'gemm'
 
 
 def conv2d(x, kernel, strides: int, padding, impl: str = 'auto',

@@ -134,6 +134,11 @@ def _size(tree) -> int:
   return int(sum(np.prod(l.shape) for l in jax.tree.leaves(tree)))
 
 
+def one_op_per_layer(model: nn.Module) -> nn.Module:
+  """``model`` on XLA's kernels: no fused GEMMs, one op (and call) per layer."""
+  return model.clone(conv_impl='xla') if hasattr(model, 'conv_impl') else model
+
+
 def analyze(model: nn.Module, input_shape, name: str = '',
             xla: bool = True) -> Report:
   """Per-layer params and MACs of ``model`` on one image of ``input_shape``.
@@ -144,6 +149,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
     name: label for the report.
     xla: also compute XLA's FLOP count of the forward pass.
   """
+  model = one_op_per_layer(model)  # the same parameters and MACs, per layer
   x = jnp.zeros((1, *input_shape), jnp.float32)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), x, train=False))
@@ -195,9 +201,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
   if xla:
     # XLA's own convolution and pooling ops, whose counts the padding and
     # elementwise terms explain (im2col would count padded taps as work).
-    reference = (model.clone(conv_impl='xla') if hasattr(model, 'conv_impl')
-                 else model)
-    report.xla_flops = xla_flops(reference, input_shape, variables)
+    report.xla_flops = xla_flops(model, input_shape, variables)
   return report
 
 

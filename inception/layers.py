@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 from inception import conv_ops, gemm
 
@@ -50,11 +51,14 @@ class Conv1x1(nn.Module):
   kernel_init: Any = conv_init
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, weights_only: bool = False):
+    """``x`` -> the convolution; with ``weights_only``, ``(kernel [in, out], bias)``."""
     kernel = self.param('kernel', self.kernel_init,
                         (1, 1, x.shape[-1], self.features), self.param_dtype)
     bias = (self.param('bias', nn.initializers.zeros, (self.features,),
                        self.param_dtype) if self.use_bias else None)
+    if weights_only:  # for a fused GEMM (InceptionBlock)
+      return kernel[0, 0], bias
     if self.strides > 1:
       x = x[:, ::self.strides, ::self.strides, :]
     y = gemm.matmul(x, kernel[0, 0], self.dtype)
@@ -253,10 +257,22 @@ class ConvBN(nn.Module):
   dtype: Dtype | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    if self.kernel_size == 1 and self.padding in (None, 'SAME', 'VALID'):
-      x = Conv1x1(self.features, self.strides, use_bias=not self.use_bn,
-                  dtype=self.dtype, name='conv')(x)
+  def __call__(self, x, train: bool = False, *, weights_only: bool = False,
+               pre_activation=None):
+    """Convolution, BatchNorm, ReLU of ``x``.
+
+    A fused GEMM (``InceptionBlock``) calls a 1x1 ConvBN twice: first with
+    ``weights_only`` for its ``(kernel, bias)``, then with the GEMM's output
+    slice as ``pre_activation`` (``x`` unused) for BatchNorm and ReLU.
+    """
+    if pre_activation is not None:
+      x = pre_activation
+    elif self.kernel_size == 1 and self.padding in (None, 'SAME', 'VALID'):
+      conv = Conv1x1(self.features, self.strides, use_bias=not self.use_bn,
+                     dtype=self.dtype, name='conv')
+      if weights_only:
+        return conv(x, weights_only=True)
+      x = conv(x)
     else:
       x = ConvKxK(self.features, self.kernel_size, self.strides, self.padding,
                   use_bias=not self.use_bn, conv_impl=self.conv_impl,
@@ -331,6 +347,10 @@ class InceptionBlock(nn.Module):
       that a non-linearity between them trains slower and generalises worse.
       With ``bottleneck`` the branch is reduce 1x1, depthwise kxk, pointwise.
     use_bn: BatchNorm after every convolution.
+    fuse: compute the 1x1 layers that read the block input (``#1x1``, and
+      with ``bottleneck`` the two reduces) as one GEMM over their
+      concatenated kernels, then split; each keeps its own parameters and
+      BatchNorm. None: ``conv_ops.fuses_pointwise(conv_impl)`` decides.
   """
   widths: InceptionWidths
   bottleneck: bool = True
@@ -339,6 +359,7 @@ class InceptionBlock(nn.Module):
   use_bn: bool = True
   conv_impl: str = 'auto'
   dtype: Dtype | None = None
+  fuse: bool | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -348,23 +369,45 @@ class InceptionBlock(nn.Module):
       return ConvBN(features, k, use_bn=self.use_bn, conv_impl=self.conv_impl,
                     dtype=self.dtype, name=name)
 
-    def spatial(x, reduce, features, k, name):
-      if self.bottleneck:
-        x = conv(reduce, 1, f'{name}_reduce')(x, train)
-      if self.separable:
-        x = DepthwiseConv(k, conv_impl=self.conv_impl, dtype=self.dtype,
-                          name=f'{name}_depthwise')(x)
-        k = 1  # the pointwise layer
-      return conv(features, k, name)(x, train)
+    heads = {'branch1x1': conv(w.c1x1, 1, 'branch1x1')}
+    if self.bottleneck:
+      heads['branch3x3_reduce'] = conv(w.c3x3_reduce, 1, 'branch3x3_reduce')
+      heads['branch5x5_reduce'] = conv(w.c5x5_reduce, 1, 'branch5x5_reduce')
+    fuse = (conv_ops.fuses_pointwise(self.conv_impl) if self.fuse is None
+            else self.fuse)
+    if fuse and len(heads) > 1:
+      out = self._fused_pointwise(x, train, heads)
+    else:
+      out = {name: head(x, train) for name, head in heads.items()}
 
-    b1 = conv(w.c1x1, 1, 'branch1x1')(x, train)
-    b3 = spatial(x, w.c3x3_reduce, w.c3x3, 3, 'branch3x3')
-    b5 = spatial(x, w.c5x5_reduce, w.c5x5, 5, 'branch5x5')
+    def spatial(name, features, k):
+      y = out.get(f'{name}_reduce', x)
+      if self.separable:
+        y = DepthwiseConv(k, conv_impl=self.conv_impl, dtype=self.dtype,
+                          name=f'{name}_depthwise')(y)
+        k = 1  # the pointwise layer
+      return conv(features, k, name)(y, train)
+
+    b1 = out['branch1x1']
+    b3 = spatial('branch3x3', w.c3x3, 3)
+    b5 = spatial('branch5x5', w.c5x5, 5)
     bp = conv_ops.max_pool(x, 3, 1, 'SAME', self.conv_impl)
     if self.pool_proj:
       bp = conv(w.pool_proj, 1, 'pool_proj')(bp, train)
     with jax.named_scope('concat'):
       return jnp.concatenate([b1, b3, b5, bp], axis=-1)
+
+  def _fused_pointwise(self, x, train, heads):
+    """The 1x1 ConvBNs ``heads`` of ``x`` through one GEMM; name -> output."""
+    weights = [head(x, train, weights_only=True) for head in heads.values()]
+    kernel = jnp.concatenate([k for k, _ in weights], axis=-1)
+    y = gemm.matmul(x, kernel, self.dtype)
+    if weights[0][1] is not None:  # biases (no BatchNorm)
+      y = y + jnp.concatenate([b for _, b in weights]).astype(y.dtype)
+    ends = np.cumsum([k.shape[-1] for k, _ in weights])[:-1]
+    parts = jnp.split(y, ends, axis=-1)
+    return {name: head(None, train, pre_activation=part)
+            for (name, head), part in zip(heads.items(), parts)}
 
 
 def global_avg_pool(x):

@@ -210,3 +210,40 @@ def test_batchnorm_matches_flax_forward_gradients_and_statistics(dtype):
       layers.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
       nn.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('bottleneck,use_bn',
+                         [(True, True), (True, False), (False, True)])
+def test_fused_pointwise_equals_one_gemm_per_layer(bottleneck, use_bn):
+  """fuse=True: same parameters, outputs, gradients and BatchNorm statistics."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 9))
+  plain = layers.InceptionBlock(W, bottleneck=bottleneck, pool_proj=bottleneck,
+                                use_bn=use_bn, fuse=False)
+  fused = plain.clone(fuse=True)
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, fused.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+
+  def run(block):
+    def loss(params):
+      y, new = block.apply({**variables, 'params': params}, x, train=True,
+                           mutable=['batch_stats'])
+      return jnp.sum(y * y), (y, new)
+    (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(
+        variables['params'])
+    return aux, grads
+
+  expected, got = run(plain), run(fused)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_flop_table_is_the_same_with_fused_gemms():
+  from inception import flops, models  # pylint: disable=g-import-not-at-top
+  fused = flops.analyze(models.get_model('googlenet_cifar_tiny',
+                                         conv_impl='gemm'), (32, 32, 3),
+                        xla=False)
+  plain = flops.analyze(models.get_model('googlenet_cifar_tiny'), (32, 32, 3),
+                        xla=False)
+  assert [(r.name, r.params, r.macs) for r in fused.layers] == \
+      [(r.name, r.params, r.macs) for r in plain.layers]
