@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from inception import layers
+from inception import batchnorm, layers
 
 
 @dataclasses.dataclass
@@ -171,7 +171,7 @@ def analyze(model: nn.Module, input_shape, name: str = '',
       kind = 'dense'
       macs = valid = int(np.prod(params['kernel'].shape) *
                          np.prod(args[0].shape[1:-1]))
-    elif isinstance(mod, (layers.BatchNorm, nn.BatchNorm)):
+    elif isinstance(mod, (batchnorm.BatchNorm, nn.BatchNorm)):
       kind, macs, valid = 'batchnorm', 0, 0
     else:
       return out

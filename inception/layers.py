@@ -1,4 +1,4 @@
-"""Layers: GEMM 1x1 conv, dense, BatchNorm, ConvBN, NiN mlpconv, Inception block.
+"""Layers: GEMM 1x1 conv, dense, ConvBN, NiN mlpconv, Inception block.
 
 All modules are Flax Linen, NHWC. ``dtype`` is the GEMM compute dtype (e.g.
 ``jnp.bfloat16``): the operands of every 1x1, im2col, XLA convolution and
@@ -7,16 +7,15 @@ Activations, BatchNorm, pooling and parameters stay float32: on XLA:CPU
 bf16 elementwise work is slower than fp32, and on every backend it keeps
 BatchNorm statistics exact.
 """
-import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
 
 from inception import conv_ops, gemm
+from inception.batchnorm import BatchNorm
 
 Dtype = Any
 
@@ -128,13 +127,12 @@ class DepthwiseConv(nn.Module):
   ``(k, k, 1, C)``. Padding is symmetric ``k // 2``. No bias: in this
   codebase it is always followed by a pointwise (1x1) layer, whose bias or
   BatchNorm offset absorbs it. See ``conv_ops.depthwise_conv2d`` for
-  ``conv_impl``. It has no GEMM: it runs in the activations' dtype whatever
-  ``dtype`` says (kept for a uniform layer signature).
+  ``conv_impl``. It has no GEMM, so no compute ``dtype``: it runs in the
+  activations' dtype (float32), like BatchNorm and pooling.
   """
   kernel_size: int
   strides: int = 1
   conv_impl: str = 'auto'
-  dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = conv_init
 
@@ -147,93 +145,6 @@ class DepthwiseConv(nn.Module):
     pads = ((k // 2, k // 2), (k // 2, k // 2))
     return conv_ops.depthwise_conv2d(x, kernel, self.strides, pads,
                                      self.conv_impl)
-
-
-def _batch_stats(x):
-  """Per-channel mean and (biased) variance over every axis but the last."""
-  axes = tuple(range(x.ndim - 1))
-  mean = jnp.mean(x, axes)
-  return mean, jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm_train(x, scale, bias, epsilon: float, dtype):
-  """Training-mode BatchNorm: ``(y, batch mean, batch variance)``.
-
-  Same result as ``flax.linen.BatchNorm`` (fast variance, float32 statistics)
-  with a hand-written backward pass: two per-channel sums and one elementwise
-  pass. Autodiff of the forward pass costs XLA:CPU 1.4x to 2.8x more time per
-  layer (6% of a GoogLeNet-CIFAR training step at the CPU width, measured side
-  by side); ``tests/test_layers.py`` checks the gradients against flax's.
-  """
-  return _batch_norm_fwd(x, scale, bias, epsilon, dtype)[0]
-
-
-def _batch_norm_fwd(x, scale, bias, epsilon, dtype):
-  x32 = x.astype(jnp.float32)
-  mean, var = _batch_stats(x32)
-  inv = lax.rsqrt(var + epsilon)
-  y = ((x32 - mean) * (inv * scale) + bias).astype(dtype)
-  return (y, mean, var), (x, mean, inv, scale)
-
-
-@jax.named_scope('batchnorm')
-def _batch_norm_bwd(epsilon, dtype, residuals, cotangents):
-  del epsilon, dtype
-  x, mean, inv, scale = residuals
-  dy = cotangents[0].astype(jnp.float32)  # the statistics get no gradient
-  axes = tuple(range(x.ndim - 1))
-  x_hat = (x.astype(jnp.float32) - mean) * inv
-  d_bias = jnp.sum(dy, axes)
-  d_scale = jnp.sum(dy * x_hat, axes)
-  count = x.size // x.shape[-1]
-  dx = (scale * inv / count) * (count * dy - d_bias - x_hat * d_scale)
-  return dx.astype(x.dtype), d_scale, d_bias
-
-
-batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
-
-
-class BatchNorm(nn.Module):
-  """BatchNorm over the last axis with ``flax.linen.BatchNorm``'s variables.
-
-  Params ``scale``/``bias`` and ``batch_stats`` ``mean``/``var`` (float32)
-  are named and updated as in flax (``ra = momentum * ra + (1 - momentum) *
-  batch``), so checkpoints and the torch twin load either; training uses
-  ``batch_norm_train``'s faster backward pass.
-
-  Under ``jax.jit`` the batch statistics are global: the batch is sharded
-  over the mesh's ``data`` axis and the mean is a reduction over a global
-  array, so XLA inserts the cross-device all-reduce and no ``axis_name`` is
-  needed (unlike pmap).
-  """
-  use_running_average: bool = False
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  dtype: Dtype | None = None
-
-  @nn.compact
-  def __call__(self, x):
-    features = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            jnp.float32)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           jnp.float32)
-    dtype = self.dtype or jnp.result_type(x, jnp.float32)
-    if self.use_running_average:
-      with jax.named_scope('batchnorm'):
-        inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
-        return ((x.astype(jnp.float32) - ra_mean.value) * inv + bias).astype(
-            dtype)
-    with jax.named_scope('batchnorm'):
-      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon,
-                                      jnp.dtype(dtype))
-    if not self.is_initializing():
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    return y
 
 
 class ConvBN(nn.Module):
@@ -383,7 +294,7 @@ class InceptionBlock(nn.Module):
     def spatial(name, features, k):
       y = out.get(f'{name}_reduce', x)
       if self.separable:
-        y = DepthwiseConv(k, conv_impl=self.conv_impl, dtype=self.dtype,
+        y = DepthwiseConv(k, conv_impl=self.conv_impl,
                           name=f'{name}_depthwise')(y)
         k = 1  # the pointwise layer
       return conv(features, k, name)(y, train)

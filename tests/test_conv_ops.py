@@ -106,3 +106,17 @@ def test_depthwise_matches_flax_grouped_conv():
   variables = ours.init(jax.random.key(0), x)
   np.testing.assert_allclose(ours.apply(variables, x),
                              theirs.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['xla', 'gemm'])
+def test_bfloat16_convolution_accumulates_in_float32(impl):
+  """bf16 operands, float32 output: within bf16 rounding of the fp32 conv."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 6, 5))
+  ref = conv_ops.conv2d(x, k, 1, 'SAME', 'xla')
+  out = conv_ops.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.15)
+  text = str(jax.make_jaxpr(
+      lambda x: conv_ops.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16))(x))
+  assert 'bf16[' in text and 'preferred_element_type=float32' in text

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception import gemm, layers
+from inception import batchnorm, gemm, layers
 
 
 def _conv_pair(features, strides, x, key=0):
@@ -178,7 +178,7 @@ def test_dense_matches_flax_dense():
 def test_batchnorm_matches_flax_forward_gradients_and_statistics(dtype):
   """Our BatchNorm (hand-written backward) against flax.linen.BatchNorm."""
   x = (3 * jax.random.normal(jax.random.key(0), (4, 5, 6, 7)) + 1).astype(dtype)
-  ours, ref = layers.BatchNorm(dtype=dtype), nn.BatchNorm(
+  ours, ref = batchnorm.BatchNorm(dtype=dtype), nn.BatchNorm(
       use_running_average=False, momentum=0.9, epsilon=1e-5, dtype=dtype)
   variables = ref.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
@@ -207,7 +207,7 @@ def test_batchnorm_matches_flax_forward_gradients_and_statistics(dtype):
   # Eval mode normalises with the running statistics, as flax does.
   running = {'params': params, 'batch_stats': rnew['batch_stats']}
   np.testing.assert_allclose(
-      layers.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
+      batchnorm.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
       nn.BatchNorm(use_running_average=True).apply(running, x.astype(jnp.float32)),
       rtol=1e-5, atol=1e-5)
 
