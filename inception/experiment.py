@@ -107,7 +107,8 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
           **common),
       in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
       donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(model, **common),
+  eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,
+                                           **common),
                       in_shardings=(repl, batch), out_shardings=repl)
   return Experiment(config, s, info, model, mesh, batch, repl, steps_per_epoch,
                     build.total_steps(s.optimizer, steps_per_epoch), tx,

@@ -68,6 +68,7 @@ class LoopSpec:
   aux_loss_weight: float
   log_every_steps: int
   eval_every_epochs: float  # 0: only at the end.
+  eval_flip: bool  # Average eval logits over each image and its mirror.
   checkpoint_every_steps: int
   keep_checkpoints: int
   init_from: str  # '' or a workdir / checkpoint to start from.
@@ -108,5 +109,5 @@ def read(config: ml_collections.ConfigDict) -> Specs:
       loop=LoopSpec(
           int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
           int(c.log_every_steps), float(c.eval_every_epochs),
-          int(c.checkpoint_every_steps), int(c.keep_checkpoints),
+          bool(c.get('eval_flip', False)), int(c.checkpoint_every_steps), int(c.keep_checkpoints),
           str(c.init_from or '')))

@@ -95,19 +95,23 @@ def make_train_step(model, *, mean, std, num_classes: int,
   return train_step
 
 
-def make_eval_step(model, *, mean, std, num_classes: int):
+def make_eval_step(model, *, mean, std, num_classes: int, flip: bool = False):
   """Returns ``eval_step(state, batch) -> sums``.
 
   Sums (not means) over the unmasked examples, so that a host can add them up
   over batches and padded examples count for nothing: ``loss``, ``correct``,
-  ``count``, and per-class ``class_correct`` / ``class_count``.
+  ``count``, and per-class ``class_correct`` / ``class_count``. With
+  ``flip``, the logits are the mean over each image and its horizontal
+  mirror (flip test-time augmentation).
   """
 
   def eval_step(state: TrainState, batch):
     images = normalize(batch['image'], mean, std)
-    logits = state.apply_fn(
-        {'params': state.params, 'batch_stats': state.batch_stats}, images,
-        train=False)
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    logits = state.apply_fn(variables, images, train=False)
+    if flip:
+      logits = (logits + state.apply_fn(variables, images[:, :, ::-1],
+                                        train=False)) / 2
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask

@@ -269,3 +269,16 @@ def test_a_run_stopped_by_a_signal_is_recorded_stopped_not_failed(tmp_path):
   assert sweep.finish(run, 0, 1.0, 'c.py', []) == 'stopped'
   assert sweep.finish(run, 1, 1.0, 'c.py', []) == 'failed'
   assert not run.done()
+
+
+def test_runs_saved_before_a_field_existed_gain_its_old_behaviour(tmp_path):
+  """eval.py on an older run: fields added since take their old-behaviour value."""
+  from conftest import quick_config  # pylint: disable=g-import-not-at-top
+  from inception import saved_config, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  saved = quick_config().to_dict()
+  del saved['eval_flip']
+  workdir_lib.write_json(workdir_lib.path(str(tmp_path), workdir_lib.CONFIG),
+                         saved)
+  config = saved_config.get_config(str(tmp_path))
+  assert config.eval_flip is False
+  config.eval_flip = True  # an override now type-checks

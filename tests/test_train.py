@@ -182,3 +182,26 @@ def test_training_without_tensorflow_writes_jsonl_only(tmp_path, monkeypatch):
   train.train_and_evaluate(quick_config(num_train_steps=4), workdir)
   assert record_steps(workdir, 'train/loss') == [1, 2, 3, 4]
   assert not [f for f in os.listdir(workdir) if f.startswith('events.')]
+
+
+def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
+  """Flip test-time augmentation: mean logits over x and x[:, :, ::-1]."""
+  import types  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from inception import steps  # pylint: disable=g-import-not-at-top
+  # A "model" that sees only the image's first column: mirroring changes it.
+  apply_fn = lambda variables, x, train: x[:, :, 0, :2].mean(1)
+  state = types.SimpleNamespace(apply_fn=apply_fn, params={}, batch_stats={})
+  image = np.zeros((1, 4, 4, 3), np.uint8)
+  image[0, :, 0, 0] = 100  # class 0 on the left edge
+  image[0, :, 3, 1] = 255  # class 1, stronger, on the right edge
+  batch = {'image': image, 'label': np.array([1]), 'mask': np.array([True])}
+  common = dict(mean=(0., 0., 0.), std=(1., 1., 1.), num_classes=2)
+  plain = steps.make_eval_step(None, **common)(state, batch)
+  flipped = steps.make_eval_step(None, flip=True, **common)(state, batch)
+  assert float(plain['correct']) == 0  # left column only: class 0
+  assert float(flipped['correct']) == 1  # mean of left (100, 0), right (0, 255)
+  logits = (jnp.array([[100., 0.]]) + jnp.array([[0., 255.]])) / 2
+  assert np.isclose(float(flipped['loss']), float(
+      -jax.nn.log_softmax(logits)[0, 1]), rtol=1e-5)
