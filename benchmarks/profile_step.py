@@ -138,9 +138,10 @@ def main():
                       choices=sorted(throughput.CONFIGS))
   parser.add_argument('--batch_size', type=int, default=None)
   parser.add_argument('--width', type=float, default=None)
-  parser.add_argument('--bottleneck', type=throughput._bool, default=True)  # pylint: disable=protected-access
-  parser.add_argument('--pool_proj', type=throughput._bool, default=None)  # pylint: disable=protected-access
-  parser.add_argument('--separable', type=throughput._bool, default=False)  # pylint: disable=protected-access
+  parser.add_argument('--bottleneck', type=throughput.parse_bool, default=True)
+  parser.add_argument('--pool_proj', type=throughput.parse_bool, default=None)
+  parser.add_argument('--separable', type=throughput.parse_bool,
+                      default=False)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--conv_impl', default='auto')
   parser.add_argument('--steps', type=int, default=5)

@@ -56,7 +56,7 @@ MATRIX = [('nin_cifar', 1.0, 128, 128), ('googlenet_cifar', 1.0, 32, 8),
           ('googlenet_cifar', 0.125, 256, 256)]
 
 
-def _bool(s):
+def parse_bool(s):
   """argparse type for ``--flag=true|false``."""
   if s.lower() in ('1', 'true', 'yes'):
     return True
@@ -364,10 +364,10 @@ def main():
   parser.add_argument('--batch_size', type=int, default=None,
                       help="default: the config's")
   parser.add_argument('--width', type=float, default=None)
-  parser.add_argument('--bottleneck', type=_bool, default=True)
-  parser.add_argument('--pool_proj', type=_bool, default=None,
+  parser.add_argument('--bottleneck', type=parse_bool, default=True)
+  parser.add_argument('--pool_proj', type=parse_bool, default=None,
                       help='GoogLeNet; default: same as --bottleneck (naive)')
-  parser.add_argument('--separable', type=_bool, default=False,
+  parser.add_argument('--separable', type=parse_bool, default=False,
                       help='GoogLeNet: depthwise-separable 3x3/5x5 branches')
   parser.add_argument('--dtype', default='float32',
                       choices=['float32', 'bfloat16'])
