@@ -43,10 +43,11 @@ def provenance() -> dict:
   ``$INCEPTION_GIT_COMMIT``, which then wins over what git says.
   """
   import flax  # pylint: disable=g-import-not-at-top
-  commit = os.environ.get('INCEPTION_GIT_COMMIT') or _git('rev-parse', 'HEAD')
-  if (commit and 'INCEPTION_GIT_COMMIT' not in os.environ
-      and _git('status', '--porcelain', '--untracked-files=no')):
-    commit += '-dirty'
+  commit = os.environ.get('INCEPTION_GIT_COMMIT')
+  if not commit:
+    commit = _git('rev-parse', 'HEAD')
+    if commit and _git('status', '--porcelain', '--untracked-files=no'):
+      commit += '-dirty'
   device = jax.devices()[0]
   return {
       'git_commit': commit,

@@ -109,5 +109,5 @@ def read(config: ml_collections.ConfigDict) -> Specs:
       loop=LoopSpec(
           int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
           int(c.log_every_steps), float(c.eval_every_epochs),
-          bool(c.get('eval_flip', False)), int(c.checkpoint_every_steps),
+          bool(c.eval_flip), int(c.checkpoint_every_steps),
           int(c.keep_checkpoints), str(c.init_from or '')))

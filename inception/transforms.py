@@ -23,7 +23,6 @@ _ASPECT = (3 / 4, 4 / 3)
 _TRIES = 10
 # ImageNet eval: the center crop covers 87.5% of the shorter side.
 EVAL_CROP_FRACTION = 0.875
-_SHUFFLE_BUFFER = 4096  # Streamed records, still encoded.
 
 
 def _to_uint8(x):

@@ -58,13 +58,19 @@ def read_json(file: str, default=None):
                     'it') from None
 
 
+# Fields added to the configs after runs were saved, with the value that
+# reproduces what those runs did: an older run gains them on load, so that
+# e.g. ``eval.py --workdir OLD --config.eval_flip=true`` works.
+ADDED_FIELDS = {'eval_flip': False}
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run saved in ``workdir``."""
+  """The resolved config a run saved in ``workdir`` (plus ``ADDED_FIELDS``)."""
   file = path(workdir, CONFIG)
   if not os.path.exists(file):
     raise UserError(f'{workdir} has no {CONFIG}; pass --config or the '
                     'workdir of a training run')
-  return ml_collections.ConfigDict(read_json(file))
+  return ml_collections.ConfigDict({**ADDED_FIELDS, **read_json(file)})
 
 
 def prepare(workdir: str) -> str:
