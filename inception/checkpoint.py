@@ -43,7 +43,12 @@ class Checkpointer:
           cleanup_tmp_directories=True,
           # Synchronous: an I/O error surfaces at the save that caused it.
           enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = _vanish_safe(
+        lambda: ocp.CheckpointManager(self.directory, options=options))
+
+  def reload(self):
+    """Lists the checkpoints on disk again (another process may write)."""
+    _vanish_safe(self._manager.reload)
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -133,7 +138,7 @@ class Checkpointer:
     steps = []
     for attempt in range(attempts):
       if attempt:
-        self._manager.reload()
+        self.reload()
       steps = self.steps()
       for step in reversed(steps):
         try:
@@ -166,7 +171,7 @@ class Checkpointer:
           suffix += 1
           target = os.path.join(self.quarantine_dir, f'{step}.{suffix}')
         os.replace(os.path.join(self.directory, str(step)), target)
-    self._manager.reload()
+    self.reload()
 
   def restore(self, step: int, abstract_state) -> tuple[Any, dict]:
     """``(state, meta)`` saved at ``step``, placed like ``abstract_state``.
@@ -184,6 +189,22 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def _vanish_safe(list_checkpoints, attempts: int = 5):
+  """Runs ``list_checkpoints`` again when a listed checkpoint vanished.
+
+  Orbax lists the step directories, then stats each one. A run training in
+  the same workdir deletes old checkpoints (``keep_checkpoints``), so a
+  reader can see a step in the listing that is gone by the stat; listing
+  again sees the directory as it is now.
+  """
+  for attempt in range(attempts):
+    try:
+      return list_checkpoints()
+    except FileNotFoundError:
+      if attempt == attempts - 1:
+        raise
 
 
 def has_checkpoints(workdir: str) -> bool:

@@ -54,6 +54,29 @@ def test_concurrent_eval_never_disturbs_training(long_run, tmp_path):
   assert records(workdir, 'train/loss') == records(long_run, 'train/loss')
 
 
+def test_reader_survives_a_checkpoint_deleted_while_listing(long_run, tmp_path,
+                                                           monkeypatch):
+  """The race CI once hit: a step is listed, then the trainer deletes it."""
+  workdir = str(tmp_path)
+  shutil.copytree(long_run, workdir, dirs_exist_ok=True)
+  ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+  oldest = str(min(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()))
+  # pylint: disable-next=import-outside-toplevel
+  from orbax.checkpoint._src.path import step as step_lib
+  listed_at = step_lib.Metadata.commit_timestamp
+
+  def deleted_once_listed(meta):
+    if meta.step == int(oldest):
+      shutil.rmtree(os.path.join(ckpt_dir, oldest), ignore_errors=True)
+    return listed_at.fget(meta)
+
+  monkeypatch.setattr(step_lib.Metadata, 'commit_timestamp',
+                      property(deleted_once_listed))
+  reader = checkpoint.Checkpointer(workdir, read_only=True)
+  assert reader.steps() == [40]
+  reader.close()
+
+
 def test_leftover_temporary_checkpoint_is_one_clear_error(tmp_path):
   workdir = str(tmp_path)
   os.makedirs(os.path.join(workdir, 'checkpoints',
