@@ -40,7 +40,6 @@ $(CIFAR10)/train:
 	mkdir -p $(CIFAR10) && tar xzf $(CIFAR10_TAR) -C $(CIFAR10)
 
 ablation: install $(CIFAR10)/train
-	$(PY) sweep.py --config configs/inception_cifar.py:cpu \
+	$(PY) sweep.py --config configs/inception_cifar.py:ablation \
 	    --sweep configs/sweeps/cifar10_ablation.py --workdir $(ABLATION) \
-	    --config.dataset=folder:$(CIFAR10) --config.num_epochs=4 \
-	    --config.eval_every_epochs=0.5 --parallel 2
+	    --config.dataset=folder:$(CIFAR10) --parallel 2

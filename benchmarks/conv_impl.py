@@ -8,7 +8,8 @@ both implementations interleaved in one run, and prints the median times and
 the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU)
 is set from these figures.
 
-  python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json]
+  python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json] \
+      [--layers 'g/8,nin']   # only rows whose label contains one of these
 """
 import argparse
 import json
@@ -24,6 +25,8 @@ from inception import conv_ops
 CONVS = [
     ('nin conv1 5x5', 32, 5, 3, 192, 1), ('nin conv2 5x5', 16, 5, 96, 192, 1),
     ('nin conv3 3x3', 8, 3, 192, 192, 1),
+    ('g/8 3a 3x3', 32, 3, 12, 16, 1), ('g/8 3b 3x3', 32, 3, 16, 24, 1),
+    ('g/8 4c 3x3', 16, 3, 16, 32, 1),
     ('g/4 stem 3x3', 32, 3, 3, 48, 1), ('g/4 3a 3x3', 32, 3, 24, 32, 1),
     ('g/4 3a 5x5', 32, 5, 4, 8, 1), ('g/4 4e 3x3', 16, 3, 40, 80, 1),
     ('g/4 5b 3x3', 8, 3, 48, 96, 1), ('g/1 3a 3x3', 32, 3, 96, 128, 1),
@@ -61,10 +64,14 @@ def main():
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--json', action='store_true')
+  parser.add_argument('--layers', default='',
+                      help='comma-separated label substrings (default: all)')
   args = parser.parse_args()
+  wanted = [w for w in args.layers.split(',') if w]
+  keep = lambda label: not wanted or any(w in label for w in wanted)
   rows = []
   key = jax.random.key(0)
-  for label, hw, k, cin, cout, s in CONVS:
+  for label, hw, k, cin, cout, s in filter(lambda r: keep(r[0]), CONVS):
     x = jax.random.normal(key, (args.batch, hw, hw, cin))
     w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
     pad = ((k // 2, k // 2),) * 2
@@ -73,7 +80,7 @@ def main():
     rows.append({'layer': label, 'kkcin': k * k * cin, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'],
                  'auto': 'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla'})  # pylint: disable=protected-access
-  for label, hw, k, c in DEPTHWISE:
+  for label, hw, k, c in filter(lambda r: keep(r[0]), DEPTHWISE):
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     w = jax.random.normal(key, (k, k, 1, c)) * 0.1
     pad = ((k // 2, k // 2),) * 2
@@ -81,7 +88,7 @@ def main():
         x, w, 1, pad, impl), x, w) for impl in ('xla', 'gemm')}, args.repeats)
     rows.append({'layer': label, 'kkcin': k * k, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'], 'auto': 'gemm (shifted)'})
-  for label, hw, c, s in POOLS:
+  for label, hw, c, s in filter(lambda r: keep(r[0]), POOLS):
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     med = _race({impl: _timer(lambda x, impl=impl: conv_ops.max_pool(
         x, 3, s, 'SAME', impl), x) for impl in ('xla', 'gemm')}, args.repeats)

@@ -2,11 +2,15 @@
 
 The clock is ``eval/wall_time_s``: seconds since the run first started, data
 loading, compilation and evaluation included (resumes add up). For each
-budget the table gives the last evaluation finished within it.
+budget the table gives the last evaluation finished within it. ``--runs``
+tabulates every run folder under a directory, one row each (this is how
+``results/cpu_time_to_accuracy/table.md`` is made).
 
   python train.py --config configs/inception_cifar.py:cpu \\
       --config.dataset=folder:/tmp/cifar10 --workdir /tmp/c
   python benchmarks/time_to_accuracy.py --workdir /tmp/c --minutes 10,20,30
+  python benchmarks/time_to_accuracy.py --runs results/cpu_time_to_accuracy \\
+      --minutes 5,10,15,20
 """
 import argparse
 import json
@@ -16,40 +20,28 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def evals(workdir: str) -> list[dict]:
-  """The run's evaluations in order: step, wall-clock seconds, accuracy."""
-  return [{'step': r['step'], 'wall_s': r['eval/wall_time_s'],
-           'accuracy': r['eval/accuracy']}
-          for r in metrics.read_jsonl(os.path.join(workdir,
-                                                   workdir_lib.METRICS))
-          if 'eval/wall_time_s' in r]
-
-
-def at_budgets(points: list[dict], minutes: list[float]) -> list[dict]:
-  """The last evaluation finished within each budget (None if none was)."""
-  rows = []
-  for m in minutes:
-    done = [p for p in points if p['wall_s'] <= 60 * m]
-    rows.append({'minutes': m, **(done[-1] if done else
-                                  {'step': None, 'wall_s': None,
-                                   'accuracy': None})})
-  return rows
+from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', required=True)
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--workdir', help='one training run')
+  where.add_argument('--runs', help='a folder of training runs: one row each')
   parser.add_argument('--minutes', default='10,20,30')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
-  points = evals(args.workdir)
+  minutes = [float(m) for m in args.minutes.split(',')]
+  if args.runs:
+    if not os.path.isdir(args.runs):
+      sys.exit(f'error: {args.runs} is not a folder of training runs')
+    print(time_to_accuracy.runs_table(args.runs, minutes), end='')
+    return
+  points = time_to_accuracy.eval_curve(args.workdir)
   if not points:
     sys.exit(f'error: {args.workdir} has no eval/wall_time_s records; train '
              'it first')
-  rows = at_budgets(points, [float(m) for m in args.minutes.split(',')])
+  rows = time_to_accuracy.at_budgets(points, minutes)
   if args.json:
     print(json.dumps({'evals': points, 'budgets': rows}))
     return

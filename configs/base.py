@@ -49,6 +49,7 @@ def get_config():
   config.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every N steps.
   config.eval_every_epochs = 1.0  # Evaluate on eval_split every this many epochs (and at the end).
   config.eval_flip = False  # Eval logits averaged over each image and its mirror (flip TTA).
+  config.ema_decay = 0.0  # > 0: evaluate an EMA of the params and BatchNorm stats, this decay per step.
   config.checkpoint_every_steps = 1000  # Save a checkpoint every N steps (and at the end).
   config.keep_checkpoints = 3  # Number of most recent checkpoints kept on disk.
   config.init_from = ''  # Workdir or checkpoint dir to initialise params from (fine-tuning).

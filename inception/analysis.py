@@ -85,9 +85,9 @@ def _apply(exp, state, images, **kwargs):
   the same function up to float rounding.
   """
   x = steps.normalize(jnp.asarray(images), exp.info.mean, exp.info.std)
-  return flops.one_op_per_layer(exp.model).apply({'params': state.params,
-                          'batch_stats': state.batch_stats}, x, train=False,
-                         **kwargs)
+  variables = state.eval_variables()
+  return flops.one_op_per_layer(exp.model).apply(variables, x, train=False,
+                                                 **kwargs)
 
 
 def reduction_layers(exp, state) -> list[str]:
@@ -134,7 +134,7 @@ def reduction_maps(exp, state, images, path: str | None = None) -> dict:
 
   with nn.intercept_methods(interceptor):
     _apply(exp, state, images)
-  params = state.params
+  params = state.eval_variables()['params']
   for part in path.split('/'):
     params = params[part]
   kernel = np.asarray(params['conv']['kernel'])[0, 0]  # [C_in, C_out]
@@ -206,7 +206,7 @@ def reduction_variance(exp, state, images) -> list[dict]:
     x = np.asarray(inputs[path], np.float64)
     x = x.reshape(-1, x.shape[-1])
     cov = np.cov(x, rowvar=False)
-    params = state.params
+    params = state.eval_variables()['params']
     for part in path.split('/'):
       params = params[part]
     w = np.asarray(params['conv']['kernel'], np.float64)[0, 0]  # [C_in, r]

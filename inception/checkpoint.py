@@ -283,7 +283,9 @@ def load_params(path: str, params, batch_stats) -> tuple[Any, Any]:
     saved, _ = read(workdir, None)
   except (UserError, TrainingError) as e:
     raise UserError(f'init_from={path!r}: {e}') from None
-  loaded = (saved.get('params', {}), saved.get('batch_stats', {}))
+  # The weights the source run evaluates: its EMA when it kept one.
+  source = saved.get('ema') or saved
+  loaded = (source.get('params', {}), source.get('batch_stats', {}))
   shapes = lambda t: jax.tree.map(lambda x: tuple(x.shape), t)
   if shapes(loaded) != shapes((params, batch_stats)):
     raise UserError(f'init_from={path!r} holds a model whose parameter shapes '

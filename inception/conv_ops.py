@@ -66,15 +66,16 @@ def conv_gemm(x, kernel, strides: int, padding, compute_dtype=None):
 def _gemm_pays(x_shape, kernel_shape) -> bool:
   """Whether im2col beats XLA's convolution on CPU for this layer.
 
-  From ``benchmarks/conv_impl.py`` on a 2-core x86 CPU (forward + backward):
-  XLA's convolution is weakest with very few input channels (the stem) and
-  for 3x3 layers with 32 or more; im2col loses on 5x5 layers whose patch
-  matrix grows past 800 columns, and on narrow outputs.
+  From ``benchmarks/conv_impl.py`` and whole training steps on a 2-core x86
+  CPU (forward + backward): XLA's convolution is weakest with very few input
+  channels (the stem), for 3x3 layers with 32 or more, and for 3x3 layers
+  with 16 or more at 32x32 and above (GoogLeNet-CIFAR's 3b at width 1/8:
+  2.5x for the layer, 1.03x for the whole training step). im2col loses on 5x5
+  layers whose patch matrix grows past 800 columns, and on narrow outputs.
   """
-  del x_shape
   k, _, cin, cout = kernel_shape
   if k <= 3:
-    return cin <= 8 or cin >= 32
+    return cin <= 8 or cin >= 32 or (cin >= 16 and x_shape[1] >= 32)
   return k * k * cin <= 800 and cout >= 64
 
 

@@ -1,4 +1,5 @@
 """Evaluation: one pass over a split, and re-evaluation of a saved checkpoint."""
+import os
 import time
 
 import jax
@@ -51,7 +52,19 @@ def restore_run(config, workdir: str, step: int | None = None):
   """``(experiment, state)`` of a run's latest (or ``step``) checkpoint.
 
   Read-only: safe while the run is still training in ``workdir``.
+
+  Raises:
+    UserError: ``config`` keeps an EMA of the weights and the run did not,
+      or the other way round (the checkpoints hold what training kept).
   """
+  if os.path.exists(workdir_lib.path(workdir, workdir_lib.CONFIG)):
+    kept = workdir_lib.load_config(workdir).ema_decay > 0
+    asked = config.get('ema_decay', 0.0)
+    if kept != (asked > 0):
+      raise UserError(
+          f'{workdir} was trained {"with" if kept else "without"} an EMA of '
+          f'the weights; ema_decay={asked} cannot change that at evaluation: '
+          'drop --config.ema_decay')
   exp = experiment.setup(config)
   state, _ = checkpoint.read(workdir, exp.abstract_state(), step,
                              exp.specs.model)

@@ -34,7 +34,8 @@ class Experiment:
     variables = models.init_variables(
         self.model, self.specs.model.input_shape, self.init_rng,
         out_shardings=self.replicated)
-    create = jax.jit(lambda v: steps.create_train_state(self.model, self.tx, v),
+    create = jax.jit(lambda v: steps.create_train_state(
+        self.model, self.tx, v, ema=self.specs.loop.ema_decay > 0),
                      out_shardings=self.replicated)
     return create(variables)
 
@@ -42,8 +43,8 @@ class Experiment:
     """Shapes, dtypes and shardings of the train state, for restoring into."""
     x = jnp.zeros((1, *self.specs.model.input_shape), jnp.float32)
     shapes = jax.eval_shape(lambda: steps.create_train_state(
-        self.model, self.tx,
-        self.model.init(self.init_rng, x, train=False)))
+        self.model, self.tx, self.model.init(self.init_rng, x, train=False),
+        ema=self.specs.loop.ema_decay > 0))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
         a.shape, a.dtype, sharding=self.replicated), shapes)
 
@@ -104,7 +105,7 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
       steps.make_train_step(
           model, label_smoothing=s.loop.label_smoothing,
           aux_loss_weight=s.loop.aux_loss_weight, learning_rate_fn=lr,
-          **common),
+          ema_decay=s.loop.ema_decay, **common),
       in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
       donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,

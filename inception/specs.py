@@ -69,6 +69,7 @@ class LoopSpec:
   log_every_steps: int
   eval_every_epochs: float  # 0: only at the end.
   eval_flip: bool  # Average eval logits over each image and its mirror.
+  ema_decay: float  # > 0: keep and evaluate an EMA of params and BN stats.
   checkpoint_every_steps: int
   keep_checkpoints: int
   init_from: str  # '' or a workdir / checkpoint to start from.
@@ -109,5 +110,6 @@ def read(config: ml_collections.ConfigDict) -> Specs:
       loop=LoopSpec(
           int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
           int(c.log_every_steps), float(c.eval_every_epochs),
-          bool(c.eval_flip), int(c.checkpoint_every_steps),
+          bool(c.eval_flip), float(c.ema_decay),
+          int(c.checkpoint_every_steps),
           int(c.keep_checkpoints), str(c.init_from or '')))

@@ -15,12 +15,48 @@ class TrainState(train_state.TrainState):
   """Params, optimizer state, step, plus BatchNorm statistics."""
   batch_stats: Any = None
 
+  def variables(self) -> dict:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
-def create_train_state(model, tx: optax.GradientTransformation, variables
-                       ) -> TrainState:
-  """A train state from initial ``variables`` (see models.init_variables)."""
-  state = TrainState.create(apply_fn=model.apply, params=variables['params'],
-                            tx=tx, batch_stats=variables.get('batch_stats', {}))
+  def eval_variables(self) -> dict:
+    """What evaluation uses."""
+    return self.variables()
+
+  def with_variables(self, params, batch_stats) -> 'TrainState':
+    """Starts from other weights (``init_from``)."""
+    return self.replace(params=params, batch_stats=batch_stats)
+
+
+class EmaTrainState(TrainState):
+  """A train state that also keeps ``ema``, a moving average of the variables.
+
+  ``ema`` is ``{'params': ..., 'batch_stats': ...}``. A subclass rather than
+  an optional field: runs without an EMA keep TrainState's checkpoint layout,
+  so checkpoints saved before the EMA existed still restore.
+  """
+  ema: Any = None
+
+  def eval_variables(self) -> dict:
+    """What evaluation uses: the EMA."""
+    return self.ema
+
+  def with_variables(self, params, batch_stats) -> 'EmaTrainState':
+    """Starts from other weights; the EMA restarts there."""
+    state = super().with_variables(params, batch_stats)
+    return state.replace(ema=state.variables())
+
+
+def create_train_state(model, tx: optax.GradientTransformation, variables,
+                       ema: bool = False) -> TrainState:
+  """A train state from initial ``variables`` (see models.init_variables).
+
+  With ``ema``, the EMA starts at the initial variables.
+  """
+  cls = EmaTrainState if ema else TrainState
+  state = cls.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                     batch_stats=variables.get('batch_stats', {}))
+  if ema:
+    state = state.replace(ema=state.variables())
   # A strongly typed step: one restored from a checkpoint is, and a weakly
   # typed one would give the train step a second compiled signature.
   return state.replace(step=jnp.zeros((), jnp.int32))
@@ -47,8 +83,15 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
 
 def make_train_step(model, *, mean, std, num_classes: int,
                     label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
-                    learning_rate_fn: Callable | None = None):
+                    learning_rate_fn: Callable | None = None,
+                    ema_decay: float = 0.0):
   """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
+
+  With ``ema_decay > 0`` (and an ``EmaTrainState``, ``ema=True``) each step also
+  moves ``ema`` towards the new params and BatchNorm statistics by
+  ``1 - ema_decay``. The statistics are averaged too, as timm's ModelEmaV2
+  does: live statistics belong to the live weights, and evaluating averaged
+  weights with them is far off while the weights move fast.
 
   The dropout RNG of step ``s`` is ``fold_in(rng, s)``: a pure function of
   the seed and the step, so a resumed run draws the same masks.
@@ -81,6 +124,9 @@ def make_train_step(model, *, mean, std, num_classes: int,
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     with jax.named_scope('optimizer'):
       new = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+      if ema_decay:
+        new = new.replace(ema=optax.incremental_update(
+            new.variables(), state.ema, 1.0 - ema_decay))
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new,
                        state.replace(step=new.step))
     metrics = {
@@ -100,14 +146,15 @@ def make_eval_step(model, *, mean, std, num_classes: int, flip: bool = False):
 
   Sums (not means) over the unmasked examples, so that a host can add them up
   over batches and padded examples count for nothing: ``loss``, ``correct``,
-  ``count``, and per-class ``class_correct`` / ``class_count``. With
-  ``flip``, the logits are the mean over each image and its horizontal
-  mirror (flip test-time augmentation).
+  ``count``, and per-class ``class_correct`` / ``class_count``. It
+  evaluates the variables' EMA when the state keeps one. With ``flip``, the
+  logits are the mean over each image and its horizontal mirror (flip
+  test-time augmentation).
   """
 
   def eval_step(state: TrainState, batch):
     images = normalize(batch['image'], mean, std)
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    variables = state.eval_variables()
     logits = state.apply_fn(variables, images, train=False)
     if flip:
       logits = (logits + state.apply_fn(variables, images[:, :, ::-1],

@@ -150,7 +150,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   if spec.loop.init_from and not ckpt.steps():
     params, batch_stats = checkpoint.load_params(
         spec.loop.init_from, state.params, state.batch_stats)
-    state = state.replace(params=params, batch_stats=batch_stats)
+    state = state.with_variables(params, batch_stats)
   meta = {'signature': spec.model.signature(), 'train_time_s': 0.0,
           'timed_steps': 0, 'wall_time_s': 0.0, 'best_eval_accuracy': None,
           'final_eval': None}

@@ -111,6 +111,7 @@ def check(config) -> None:
   _int(config, 'seed', 0, _SEED_LIMIT)
   _int(config, 'log_every_steps', 1)
   _real(config, 'eval_every_epochs', 0)
+  _real(config, 'ema_decay', 0, 1)
   _int(config, 'checkpoint_every_steps', 1)
   _int(config, 'keep_checkpoints', 1)
   _str(config, 'init_from', empty_ok=True)

@@ -61,7 +61,7 @@ def read_json(file: str, default=None):
 # Fields added to the configs after runs were saved, with the value that
 # reproduces what those runs did: an older run gains them on load, so that
 # e.g. ``eval.py --workdir OLD --config.eval_flip=true`` works.
-ADDED_FIELDS = {'eval_flip': False}
+ADDED_FIELDS = {'eval_flip': False, 'ema_decay': 0.0}
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

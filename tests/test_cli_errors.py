@@ -43,6 +43,9 @@ def _cases(tmp):
   os.makedirs(f'{tmp}/old_config/checkpoints')
   with open(f'{tmp}/old_config/config.json', 'w') as f:
     json.dump(old, f)
+  os.makedirs(f'{tmp}/no_ema_run/checkpoints')
+  with open(f'{tmp}/no_ema_run/config.json', 'w') as f:
+    json.dump(quick_config().to_dict(), f)
   os.makedirs(f'{tmp}/corrupt_sweep/run')
   with open(f'{tmp}/corrupt_sweep/run/config.json', 'w') as f:
     json.dump(old, f)
@@ -119,6 +122,11 @@ def _cases(tmp):
                            'config.json is not valid JSON', None),
       'eval_old_config': (['eval.py', '--workdir', f'{tmp}/old_config'], {},
                           "the config has no field 'conv_impl'", None),
+      'ema_decay_one': (train_cmd + ['--config.ema_decay=1'], {},
+                        'ema_decay=1.0 is invalid', w),
+      'eval_ema_not_kept': (['eval.py', '--workdir', f'{tmp}/no_ema_run',
+                             '--config.ema_decay=0.99'], {},
+                            'was trained without an EMA of the weights', None),
       'sweep_import_error': (sweep_cmd + [f'{tmp}/import_error.py'], {},
                              'failed to import: ModuleNotFoundError', w),
       'sweep_raises': (sweep_cmd + [f'{tmp}/raises.py'], {},
@@ -158,7 +166,8 @@ CASES = ['unknown_field', 'wrong_type', 'unknown_model', 'unknown_dataset',
          'weight_decay_negative', 'epochs_inf', 'epochs_nan', 'seed_too_big',
          'stop_after_zero', 'stop_after_negative', 'empty_eval_split',
          'class_without_images', 'nested_unknown_field', 'eval_torn_config',
-         'eval_old_config', 'sweep_import_error', 'sweep_raises',
+         'eval_old_config', 'ema_decay_one', 'eval_ema_not_kept',
+         'sweep_import_error', 'sweep_raises',
          'sweep_workdir_is_a_file', 'report_corrupt_summary',
          'flops_bad_image_size']
 

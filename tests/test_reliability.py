@@ -299,9 +299,10 @@ def test_runs_saved_before_a_field_existed_gain_its_old_behaviour(tmp_path):
   from conftest import quick_config  # pylint: disable=g-import-not-at-top
   from inception import saved_config, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   saved = quick_config().to_dict()
-  del saved['eval_flip']
+  del saved['eval_flip'], saved['ema_decay']
   workdir_lib.write_json(workdir_lib.path(str(tmp_path), workdir_lib.CONFIG),
                          saved)
   config = saved_config.get_config(str(tmp_path))
-  assert config.eval_flip is False
+  assert config.eval_flip is False and config.ema_decay == 0.0
   config.eval_flip = True  # an override now type-checks
+  config.ema_decay = 0.99

@@ -162,3 +162,30 @@ def test_published_report_regenerates_exactly(tmp_path, name):
       regenerated = f.read()
     assert regenerated.replace(copy, PUBLISHED) == published, name
   assert os.path.exists(paths['pareto'])
+
+
+def test_the_ablation_recipe_is_what_the_published_runs_ran():
+  """``inception_cifar.py:ablation`` resolves to every published run's config."""
+  from configs import inception_cifar  # pylint: disable=g-import-not-at-top
+  published = os.path.join(RESULTS, 'cifar10_ablation')
+  runs = sorted(n for n in os.listdir(published)
+                if os.path.isdir(os.path.join(published, n)))
+  assert len(runs) == 20
+  for name in runs:
+    saved = workdir.load_config(os.path.join(published, name)).to_dict()
+    config = inception_cifar.get_config('ablation')
+    config.dataset = saved['dataset']  # the command line's data location
+    config.model.update(saved['model'])  # the sweep's overrides
+    config.seed = saved['seed']
+    assert config.to_dict() == saved, name
+
+
+def test_published_time_to_accuracy_table_regenerates():
+  """results/cpu_time_to_accuracy/table.md is what its runs' metrics say."""
+  from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(RESULTS, 'cpu_time_to_accuracy')
+  with open(os.path.join(folder, 'table.md'), encoding='utf-8') as f:
+    published = f.read()
+  regenerated = time_to_accuracy.runs_table(folder, [5, 10, 15, 20])
+  assert regenerated == published
+  assert regenerated.count('\n') >= 2 + 4  # header, rule, and every run

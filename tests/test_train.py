@@ -192,7 +192,7 @@ def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
   from inception import steps  # pylint: disable=g-import-not-at-top
   # A "model" that sees only the image's first column: mirroring changes it.
   apply_fn = lambda variables, x, train: x[:, :, 0, :2].mean(1)
-  state = types.SimpleNamespace(apply_fn=apply_fn, params={}, batch_stats={})
+  state = types.SimpleNamespace(apply_fn=apply_fn, eval_variables=dict)
   image = np.zeros((1, 4, 4, 3), np.uint8)
   image[0, :, 0, 0] = 100  # class 0 on the left edge
   image[0, :, 3, 1] = 255  # class 1, stronger, on the right edge
@@ -205,3 +205,57 @@ def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
   logits = (jnp.array([[100., 0.]]) + jnp.array([[0., 255.]])) / 2
   assert np.isclose(float(flipped['loss']), float(
       -jax.nn.log_softmax(logits)[0, 1]), rtol=1e-5)
+
+
+def test_ema_moves_towards_the_variables_and_is_what_eval_uses():
+  """Each step: ema = d * ema + (1 - d) * (params, BatchNorm statistics)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from inception import experiment, steps  # pylint: disable=g-import-not-at-top
+  exp = experiment.setup(quick_config(ema_decay=0.75))
+  state = exp.init_state()
+  ema = jax.device_get(state.variables())
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (32, 8, 8, 1), np.uint8),
+           'label': np.arange(32) % 10}
+  for _ in range(3):  # the first step's learning rate is 0 (warm-up)
+    state, _ = exp.train_step(state, batch, exp.dropout_rng)
+    ema = jax.tree.map(lambda e, v: 0.75 * e + 0.25 * v, ema,
+                       jax.device_get(state.variables()))
+  assert set(state.ema) == {'params', 'batch_stats'}
+  for e, want in zip(jax.tree.leaves(jax.device_get(state.ema)),
+                     jax.tree.leaves(ema)):
+    np.testing.assert_allclose(e, want, rtol=1e-5, atol=1e-6)
+  batch = {**batch, 'mask': np.ones(32, bool)}
+  with_ema = exp.eval_step(state, batch)
+  plain = steps.TrainState.create(apply_fn=state.apply_fn, tx=exp.tx,
+                                  **state.ema)  # the EMA as live variables
+  swapped = state.replace(ema=state.variables(), **state.ema)
+  assert float(with_ema['loss']) == float(exp.eval_step(plain, batch)['loss'])
+  assert float(with_ema['loss']) != float(exp.eval_step(swapped,
+                                                        batch)['loss'])
+
+
+def test_a_run_without_ema_keeps_the_checkpoint_layout_of_older_runs():
+  """Checkpoints saved before the EMA existed must still restore."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  from inception import experiment  # pylint: disable=g-import-not-at-top
+  state = experiment.setup(quick_config()).abstract_state()
+  assert set(serialization.to_state_dict(state)) == {
+      'step', 'params', 'opt_state', 'batch_stats'}
+
+
+def test_ema_run_resumes_bitwise_and_a_run_without_keeps_none(tmp_path,
+                                                              straight_run):
+  """The EMA is checkpointed: 4 + 4 steps equal 8; off, the state has none."""
+  from inception import analysis  # pylint: disable=g-import-not-at-top
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  config = quick_config(ema_decay=0.9)
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(config, resumed, stop_after_steps=4)
+  summary = train.train_and_evaluate(config, resumed)
+  a, b = analysis.restore(straight)[1], analysis.restore(resumed)[1]
+  assert_same_state(a.ema, b.ema)
+  assert_same_state(a.params, b.params)
+  assert summary['final_eval_accuracy'] == evaluate.evaluate_checkpoint(
+      config, resumed)['accuracy']
+  assert not hasattr(analysis.restore(straight_run[0])[1], 'ema')

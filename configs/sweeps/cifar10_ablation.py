@@ -1,13 +1,13 @@
 """The CIFAR-10 bottleneck ablation: four arms, several seeds, equal protocol.
 
   make ablation   # unpacks the JPEG training split to /tmp/cifar10, then:
-  python sweep.py --config configs/inception_cifar.py:cpu \
+  python sweep.py --config configs/inception_cifar.py:ablation \
       --sweep configs/sweeps/cifar10_ablation.py --workdir results/cifar10_ablation \
-      --config.dataset=folder:/tmp/cifar10 --config.num_epochs=4 \
-      --config.eval_every_epochs=0.5
+      --config.dataset=folder:/tmp/cifar10
   python -m inception.report results/cifar10_ablation
 
-Arms (GoogLeNet-CIFAR, the ``:cpu`` recipe, train[:90%] / eval train[90%:]):
+Arms (GoogLeNet-CIFAR at width 1/8, the ``:ablation`` recipe: 4 one-cycle
+epochs at batch 256, train[:90%] / eval train[90%:]):
   * bottleneck: Table 1's module (1x1 reductions, pool projection);
   * naive, equal MACs: Fig. 2a's module, narrowed by bisection on the FLOP
     accounting to the bottleneck network's MACs per image (within 5%);
