@@ -34,19 +34,20 @@ class Experiment:
     variables = models.init_variables(
         self.model, self.specs.model.input_shape, self.init_rng,
         out_shardings=self.replicated)
-    create = jax.jit(lambda v: steps.create_train_state(
-        self.model, self.tx, v, ema=self.specs.loop.ema_decay > 0),
-                     out_shardings=self.replicated)
-    return create(variables)
+    return jax.jit(self._train_state, out_shardings=self.replicated)(variables)
 
   def abstract_state(self):
     """Shapes, dtypes and shardings of the train state, for restoring into."""
     x = jnp.zeros((1, *self.specs.model.input_shape), jnp.float32)
-    shapes = jax.eval_shape(lambda: steps.create_train_state(
-        self.model, self.tx, self.model.init(self.init_rng, x, train=False),
-        ema=self.specs.loop.ema_decay > 0))
+    shapes = jax.eval_shape(lambda: self._train_state(
+        self.model.init(self.init_rng, x, train=False)))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
         a.shape, a.dtype, sharding=self.replicated), shapes)
+
+  def _train_state(self, variables) -> steps.TrainState:
+    """The state class this run keeps (with an EMA or not), from ``variables``."""
+    return steps.create_train_state(self.model, self.tx, variables,
+                                    ema=self.specs.loop.ema_decay > 0)
 
   @property
   def init_rng(self):
