@@ -6,12 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo flops clean ablation
 
-$(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml \
+    setup.py inception/csrc/onednn_conv.cc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
 	    -r requirements.txt -r requirements-test.txt -r requirements-cluster.txt \
 	    -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# No build isolation: setup.py builds the oneDNN kernels against the
+	# venv's jaxlib and oneDNN headers.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -32,7 +32,7 @@ from inception import experiment, sharding
 
 # Checked in this order: a backward GEMM inside BatchNorm's scope cannot
 # happen, but an im2col GEMM sits inside both 'im2col' and 'gemm' scopes.
-CLASSES = ('gemm', 'xla_conv', 'depthwise', 'batchnorm', 'max_pool', 'im2col',
+CLASSES = ('onednn_conv', 'gemm', 'xla_conv', 'depthwise', 'batchnorm', 'max_pool', 'im2col',
            'concat', 'optimizer', 'loss')
 _NAME = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')

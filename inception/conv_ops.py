@@ -6,14 +6,23 @@
     channels; their gradients are matrix multiplies too), a separable max
     pool built from shifted maxima, with a custom gradient, and each
     Inception block's parallel 1x1 layers fused into one GEMM.
-  * ``'auto'``: ``'xla'`` on GPU and TPU; on CPU, the faster of the two for
-    each layer, chosen from measurements (``benchmarks/README.md``).
+  * ``'onednn'``: every convolution, 1x1 included, forward and both
+    gradients, on oneDNN through XLA's FFI (``inception.onednn``); pooling and
+    depthwise layers as in ``'gemm'``. CPU only.
+  * ``'auto'``: ``'xla'`` on GPU and TPU. On CPU, ``'onednn'`` where its
+    kernels are built and the program runs on one device; otherwise the
+    faster of ``'xla'`` and ``'gemm'`` for each layer, chosen from
+    measurements (``benchmarks/README.md``).
 
 On XLA:CPU a convolution runs at a fraction of GEMM speed, most of all its
 weight gradient, and a max pool's gradient goes through select_and_scatter,
 which is several times slower than the pool itself. Both implementations give
 the same numbers up to float rounding, max-pool gradients included, ties too
 (``tests/test_conv_ops.py``).
+
+oneDNN's kernels leave XLA's program whole but are opaque to its SPMD
+partitioner, which would gather a sharded batch onto every device around
+them; so ``'auto'`` uses them only when the program runs on a single device.
 """
 import functools
 
@@ -21,9 +30,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from inception import gemm
+from inception import gemm, onednn
 
-IMPLS = ('auto', 'xla', 'gemm')
+IMPLS = ('auto', 'xla', 'gemm', 'onednn')
 
 
 def _check(impl):
@@ -33,6 +42,24 @@ def _check(impl):
 
 def _on_cpu() -> bool:
   return jax.default_backend() == 'cpu'
+
+
+def uses_onednn(impl: str) -> bool:
+  """Whether ``impl`` runs this program's convolutions on oneDNN."""
+  _check(impl)
+  if impl == 'onednn':
+    if not onednn.available():
+      raise ValueError("conv_impl='onednn' needs the CPU backend and the "
+                       'oneDNN extension (pip install -e .)')
+    return True
+  return (impl == 'auto' and _on_cpu() and jax.device_count() == 1
+          and onednn.available())
+
+
+def _cpu_kernels(impl: str) -> bool:
+  """Whether pooling and depthwise layers take the CPU-tuned kernels."""
+  _check(impl)
+  return impl in ('gemm', 'onednn') or (impl == 'auto' and _on_cpu())
 
 
 def _pads(x_shape, k: int, strides: int, padding):
@@ -98,7 +125,8 @@ def conv2d(x, kernel, strides: int, padding, impl: str = 'auto',
   ``compute_dtype`` (e.g. bfloat16) is the operands' dtype; products
   accumulate in float32 on every path.
   """
-  _check(impl)
+  if uses_onednn(impl):
+    return onednn.conv2d(x, kernel, strides, padding, compute_dtype)
   if impl == 'gemm' or (impl == 'auto' and _on_cpu()
                         and _gemm_pays(x.shape, kernel.shape)):
     return conv_gemm(x, kernel, strides, padding, compute_dtype)
@@ -109,6 +137,17 @@ def conv2d(x, kernel, strides: int, padding, impl: str = 'auto',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
   return y.astype(x.dtype)
+
+
+def pointwise(x, kernel, impl: str = 'auto', compute_dtype=None):
+  """1x1 convolution ``x [N, H, W, C] @ kernel [C, O]``, in x's dtype.
+
+  One oneDNN 1x1 convolution where ``uses_onednn(impl)``, otherwise one 2-D
+  GEMM (``gemm.matmul``).
+  """
+  if uses_onednn(impl):
+    return onednn.conv2d(x, kernel[None, None], 1, 'VALID', compute_dtype)
+  return gemm.matmul(x, kernel, compute_dtype)
 
 
 def depthwise_shifted(x, kernel, strides: int, padding):
@@ -140,8 +179,7 @@ def depthwise_conv2d(x, kernel, strides: int, padding, impl: str = 'auto'):
   (``depthwise_shifted``); ``'xla'`` is ``lax.conv_general_dilated`` with
   ``feature_group_count = C``.
   """
-  _check(impl)
-  if impl == 'gemm' or (impl == 'auto' and _on_cpu()):
+  if _cpu_kernels(impl):
     return depthwise_shifted(x, kernel, strides, padding)
   return lax.conv_general_dilated(
       x, kernel, (strides, strides), padding,
@@ -225,8 +263,7 @@ def max_pool_separable(x, window: int, strides: int, padding):
 @jax.named_scope('max_pool')
 def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):
   """Square max pooling over H and W of an NHWC array."""
-  _check(impl)
-  if impl == 'gemm' or (impl == 'auto' and _on_cpu()):
+  if _cpu_kernels(impl):
     return max_pool_separable(x, window, strides, padding)
   if not isinstance(padding, str):
     padding = ((0, 0),) + tuple(padding) + ((0, 0),)

@@ -24,11 +24,11 @@ conv_init = nn.initializers.kaiming_normal()
 
 
 class Conv1x1(nn.Module):
-  """1x1 convolution as one GEMM over channels (``dot_general``), no ``lax.conv``.
+  """1x1 convolution as one GEMM over channels, or one oneDNN convolution.
 
   On CPU a 1x1 ``lax.conv`` trains several times slower than the same
   contraction as a matrix multiply, so every 1x1 layer in every model uses
-  this module. The kernel has ``nn.Conv``'s layout ``(1, 1, in, out)``, so
+  this module (``conv_ops.pointwise``). The kernel has ``nn.Conv``'s layout ``(1, 1, in, out)``, so
   parameters are interchangeable with ``nn.Conv(features, (1, 1))``.
 
   ``strides > 1`` subsamples space before the contraction: this is exactly
@@ -38,6 +38,8 @@ class Conv1x1(nn.Module):
     features: number of output channels.
     strides: spatial stride (int).
     use_bias: add a learned bias.
+    conv_impl: see ``conv_ops``; ``'onednn'`` (and ``'auto'`` where it picks
+      oneDNN) runs a oneDNN convolution, the others one GEMM.
     dtype: GEMM compute dtype; None keeps the input's.
     param_dtype: parameter dtype.
     kernel_init: initializer for the kernel.
@@ -45,6 +47,7 @@ class Conv1x1(nn.Module):
   features: int
   strides: int = 1
   use_bias: bool = True
+  conv_impl: str = 'auto'
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = conv_init
@@ -60,7 +63,7 @@ class Conv1x1(nn.Module):
       return kernel[0, 0], bias
     if self.strides > 1:
       x = x[:, ::self.strides, ::self.strides, :]
-    y = gemm.matmul(x, kernel[0, 0], self.dtype)
+    y = conv_ops.pointwise(x, kernel[0, 0], self.conv_impl, self.dtype)
     return y if bias is None else y + bias.astype(y.dtype)
 
 
@@ -180,7 +183,7 @@ class ConvBN(nn.Module):
       x = pre_activation
     elif self.kernel_size == 1 and self.padding in (None, 'SAME', 'VALID'):
       conv = Conv1x1(self.features, self.strides, use_bias=not self.use_bn,
-                     dtype=self.dtype, name='conv')
+                     conv_impl=self.conv_impl, dtype=self.dtype, name='conv')
       if weights_only:
         return conv(x, weights_only=True)
       x = conv(x)
@@ -312,7 +315,7 @@ class InceptionBlock(nn.Module):
     """The 1x1 ConvBNs ``heads`` of ``x`` through one GEMM; name -> output."""
     weights = [head(x, train, weights_only=True) for head in heads.values()]
     kernel = jnp.concatenate([k for k, _ in weights], axis=-1)
-    y = gemm.matmul(x, kernel, self.dtype)
+    y = conv_ops.pointwise(x, kernel, self.conv_impl, self.dtype)
     if weights[0][1] is not None:  # biases (no BatchNorm)
       y = y + jnp.concatenate([b for _, b in weights]).astype(y.dtype)
     ends = np.cumsum([k.shape[-1] for k, _ in weights])[:-1]

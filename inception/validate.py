@@ -8,7 +8,7 @@ sizes) or the devices (batch divisibility) follow in ``experiment.setup``.
 import math
 import numbers
 
-from inception import conv_ops
+from inception import conv_ops, onednn
 from inception.errors import UserError
 
 DTYPES = ('float32', 'bfloat16')
@@ -108,6 +108,10 @@ def check(config) -> None:
   _real(config, 'aux_loss_weight', 0)
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'conv_impl', conv_ops.IMPLS)
+  if config.conv_impl == 'onednn' and not onednn.available():
+    raise UserError("config.conv_impl='onednn' needs the CPU backend and the "
+                    'oneDNN extension, built by `pip install '
+                    "--no-build-isolation -e .` (make install); use 'auto'")
   _int(config, 'seed', 0, _SEED_LIMIT)
   _int(config, 'log_every_steps', 1)
   _real(config, 'eval_every_epochs', 0)

@@ -34,10 +34,11 @@ def test_conv1x1_matches_nn_conv_forward_and_gradients(strides):
 
 def test_conv1x1_is_a_gemm_not_a_conv():
   x = jnp.ones((1, 4, 4, 3))
-  module = layers.Conv1x1(2)
-  params = module.init(jax.random.key(0), x)
-  hlo = jax.jit(module.apply).lower(params, x).as_text()
-  assert 'dot_general' in hlo and 'convolution' not in hlo
+  for impl in ('xla', 'gemm'):
+    module = layers.Conv1x1(2, conv_impl=impl)
+    params = module.init(jax.random.key(0), x)
+    hlo = jax.jit(module.apply).lower(params, x).as_text()
+    assert 'dot_general' in hlo and 'convolution' not in hlo
 
 
 def test_conv1x1_equals_per_pixel_dense():
@@ -133,10 +134,14 @@ def test_inception_block_switches(bottleneck, pool_proj, branches):
         y[..., -cin:], nn.max_pool(x, (3, 3), (1, 1), 'SAME'), atol=0)
 
 
-def test_bfloat16_casts_gemm_operands_only():
-  """bf16 GEMM operands, float32 accumulation, params and activations."""
+@pytest.mark.parametrize('impl', ['xla', 'gemm'])
+def test_bfloat16_casts_gemm_operands_only(impl):
+  """bf16 GEMM operands, float32 accumulation, params and activations.
+
+  (The oneDNN kernels: ``tests/test_onednn.py``.)
+  """
   x = jnp.ones((1, 8, 8, 9))
-  block = layers.InceptionBlock(W, dtype=jnp.bfloat16)
+  block = layers.InceptionBlock(W, dtype=jnp.bfloat16, conv_impl=impl)
   variables = block.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   assert block.apply(variables, x).dtype == jnp.float32

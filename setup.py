@@ -1,0 +1,34 @@
+"""Builds the optional oneDNN convolution kernels (``inception/csrc``).
+
+Everything else is in ``pyproject.toml``. The extension needs oneDNN's
+headers and library (the ``onednn-*-cpu-gomp`` wheels in requirements.txt,
+x86-64 Linux) and XLA's FFI headers from jaxlib, so install with
+``pip install --no-build-isolation -e .`` into an environment that has them
+(``make install`` does). Where either is missing, or the compiler fails, the
+package installs without it and ``conv_impl='auto'`` keeps XLA's kernels.
+"""
+import os
+import sys
+
+from setuptools import Extension, setup
+
+
+def _onednn_extension():
+  try:
+    import jax.ffi  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return []
+  include, lib = os.path.join(sys.prefix, 'include'), os.path.join(
+      sys.prefix, 'lib')
+  if not os.path.exists(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')):
+    return []
+  return [Extension(
+      'inception._onednn_conv', ['inception/csrc/onednn_conv.cc'],
+      include_dirs=[include, jax.ffi.include_dir()],
+      library_dirs=[lib], libraries=['dnnl'], runtime_library_dirs=[lib],
+      # XLA's FFI headers end some switch functions without a return.
+      extra_compile_args=['-std=c++17', '-O2', '-Wno-return-type'],
+      language='c++', optional=True)]
+
+
+setup(ext_modules=_onednn_extension())
