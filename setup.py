@@ -25,7 +25,7 @@ def _onednn_extension():
   return [Extension(
       'inception._onednn_conv', ['inception/csrc/onednn_conv.cc'],
       include_dirs=[include, jax.ffi.include_dir()],
-      library_dirs=[lib], libraries=['dnnl'], runtime_library_dirs=[lib],
+      library_dirs=[lib], libraries=['dnnl', 'gomp'], runtime_library_dirs=[lib],
       # XLA's FFI headers end some switch functions without a return.
       extra_compile_args=['-std=c++17', '-O2', '-Wno-return-type'],
       language='c++', optional=True)]

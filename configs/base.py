@@ -43,7 +43,7 @@ def get_config():
   config.aux_loss_weight = 0.3  # Weight of each auxiliary classifier's loss (GoogLeNet aux_logits).
 
   config.dtype = 'float32'  # GEMM operands: 'float32' or 'bfloat16' (accumulates in fp32).
-  config.conv_impl = 'auto'  # kxk conv / pool kernels: 'auto' (per backend), 'xla', 'gemm'.
+  config.conv_impl = 'auto'  # conv / pool kernels: 'auto' (per backend), 'xla', 'gemm', 'onednn'.
 
   config.seed = 0  # Seeds init, dropout and the data order; same seed -> same run.
   config.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every N steps.

@@ -104,3 +104,30 @@ def test_model_and_its_gradients_do_not_depend_on_the_kernels(name):
   for a, b in zip(jax.tree.leaves(out['onednn'][1]),
                   jax.tree.leaves(out['xla'][1])):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+_GRADIENT_BITS = '''
+import hashlib, jax, jax.numpy as jnp, numpy as np
+from inception import onednn
+x = jax.random.normal(jax.random.key(0), (16, 12, 12, 32))
+w = jax.random.normal(jax.random.key(1), (3, 3, 32, 24))
+g = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(onednn.conv2d(
+    x, w, 1, 'SAME'))), (0, 1)))(x, w)
+print(hashlib.sha256(b''.join(np.asarray(a).tobytes() for a in g)).hexdigest())
+'''
+
+
+@needs_onednn
+def test_results_do_not_depend_on_omp_num_threads():
+  """Ray and SLURM set OMP_NUM_THREADS; a run must compute the same bits."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  bits = {}
+  for threads in ('1', None):
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    if threads:
+      env['OMP_NUM_THREADS'] = threads
+    bits[threads] = subprocess.run(
+        [sys.executable, '-c', _GRADIENT_BITS], env=env, check=True,
+        capture_output=True, text=True).stdout.strip()
+  assert len(bits['1']) == 64 and bits['1'] == bits[None]

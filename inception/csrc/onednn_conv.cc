@@ -13,6 +13,15 @@
 // call, which is cheap next to the convolution. Primitives are built once per
 // shape and cached. One call runs at a time: XLA may run independent ops
 // concurrently, and two OpenMP teams on the same cores would thrash.
+//
+// oneDNN's sums (the weight gradient's above all) split by thread count, so
+// the team size decides the last bits of the result. It follows XLA's own
+// rule, one thread per CPU the process may run on, and not OMP_NUM_THREADS:
+// a run launched by Ray or SLURM, which set that variable, then computes
+// exactly what the same run computes started by hand.
+#include <omp.h>
+#include <sched.h>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -125,10 +134,22 @@ Plan WithWeightReorder(dnnl::primitive conv, const memory::desc& user,
   return p;
 }
 
+int Threads() {
+  static const int n = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return omp_get_num_procs();
+    return CPU_COUNT(&set);
+  }();
+  return n;
+}
+
 template <typename Fn>
 ffi::Error Guarded(Fn fn) {
   try {
     std::lock_guard<std::mutex> lock(CallMutex());
+    // Per call: the setting belongs to the calling thread, and XLA calls
+    // from any of its workers. Primitives are built and run under it.
+    omp_set_num_threads(Threads());
     fn();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
