@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install test demo flops clean ablation
 
 $(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml \
-    setup.py inception/csrc/onednn_conv.cc
+    setup.py $(wildcard inception/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
 	    -r requirements.txt -r requirements-test.txt -r requirements-cluster.txt \

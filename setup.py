@@ -1,4 +1,4 @@
-"""Builds the optional oneDNN convolution kernels (``inception/csrc``).
+"""Builds the optional oneDNN kernels (``inception/csrc``).
 
 Everything else is in ``pyproject.toml``. The extension needs oneDNN's
 headers and library (the ``onednn-*-cpu-gomp`` wheels in requirements.txt,
@@ -23,8 +23,10 @@ def _onednn_extension():
   if not os.path.exists(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')):
     return []
   return [Extension(
-      'inception._onednn_conv', ['inception/csrc/onednn_conv.cc'],
-      include_dirs=[include, jax.ffi.include_dir()],
+      'inception._onednn_conv',
+      ['inception/csrc/onednn_conv.cc', 'inception/csrc/onednn_pool.cc'],
+      include_dirs=[os.path.dirname(os.path.abspath(__file__)), include,
+                    jax.ffi.include_dir()],
       library_dirs=[lib], libraries=['dnnl', 'gomp'], runtime_library_dirs=[lib],
       # XLA's FFI headers end some switch functions without a return.
       extra_compile_args=['-std=c++17', '-O2', '-Wno-return-type'],

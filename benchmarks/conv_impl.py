@@ -1,12 +1,13 @@
-"""Per-layer speed of the two conv_impl kernels: XLA conv vs im2col GEMM.
+"""Per-layer speed of the conv_impl kernels: XLA conv, im2col GEMM, oneDNN.
 
 Times forward + backward (input and weight gradients) of single kxk
 convolutions, depthwise kxk convolutions (XLA's grouped convolution vs a sum
 of shifted products) and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR
 (and its ``separable`` variant) use,
 both implementations interleaved in one run, and prints the median times and
-the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU)
-is set from these figures.
+the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU
+without oneDNN) is set from these figures; convolutions also time
+``'onednn'`` where its kernels are built (``inception.onednn``).
 
   python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json] \
       [--layers 'g/8,nin']   # only rows whose label contains one of these
@@ -19,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from inception import conv_ops
+from inception import conv_ops, onednn
 
 # (label, H=W, k, Cin, Cout, stride)
 CONVS = [
@@ -71,15 +72,19 @@ def main():
   keep = lambda label: not wanted or any(w in label for w in wanted)
   rows = []
   key = jax.random.key(0)
+  conv_impls = ('xla', 'gemm') + (('onednn',) if onednn.available() else ())
   for label, hw, k, cin, cout, s in filter(lambda r: keep(r[0]), CONVS):
     x = jax.random.normal(key, (args.batch, hw, hw, cin))
     w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
     pad = ((k // 2, k // 2),) * 2
     med = _race({impl: _timer(lambda x, w, impl=impl: conv_ops.conv2d(
-        x, w, s, pad, impl), x, w) for impl in ('xla', 'gemm')}, args.repeats)
+        x, w, s, pad, impl), x, w) for impl in conv_impls}, args.repeats)
+    auto = ('onednn' if conv_ops.uses_onednn('auto') else
+            'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla')  # pylint: disable=protected-access
     rows.append({'layer': label, 'kkcin': k * k * cin, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'],
-                 'auto': 'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla'})  # pylint: disable=protected-access
+                 'onednn_ms': 1e3 * med['onednn'] if 'onednn' in med else None,
+                 'auto': auto})
   for label, hw, k, c in filter(lambda r: keep(r[0]), DEPTHWISE):
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     w = jax.random.normal(key, (k, k, 1, c)) * 0.1
@@ -99,12 +104,16 @@ def main():
                       'rows': rows}))
     return
   print(f'batch {args.batch}, forward + backward, median of {args.repeats}\n')
-  print('| layer | k*k*Cin | xla ms | gemm ms | xla/gemm | auto picks |')
-  print('|---|---|---|---|---|---|')
+  print('| layer | k*k*Cin | xla ms | gemm ms | onednn ms | xla/gemm |'
+        ' xla/onednn | auto picks |')
+  print('|---|---|---|---|---|---|---|---|')
   for r in rows:
+    one = r.get('onednn_ms')
+    one_ms, vs_one = (f'{one:.1f}', f"{r['xla_ms'] / one:.2f}x") if one else (
+        '', '')
     print(f"| {r['layer']} | {r['kkcin'] or ''} | {r['xla_ms']:.1f} |"
-          f" {r['gemm_ms']:.1f} | {r['xla_ms'] / r['gemm_ms']:.2f}x |"
-          f" {r['auto']} |")
+          f" {r['gemm_ms']:.1f} | {one_ms} | {r['xla_ms'] / r['gemm_ms']:.2f}x"
+          f" | {vs_one} | {r['auto']} |")
 
 
 if __name__ == '__main__':

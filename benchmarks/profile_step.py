@@ -4,7 +4,8 @@ Builds the project's training step exactly as ``throughput.py`` does
 (``experiment.setup``), runs ``--steps`` steps under ``jax.profiler.trace``,
 and reads the trace (an XSpace protobuf) back: every XLA op executed is one
 event. Each op is assigned a class from the ``jax.named_scope`` in its HLO
-``op_name`` metadata (the library names its kernels: ``gemm``, ``conv``,
+``op_name`` metadata (the library names its kernels: ``onednn_conv``, ``gemm``,
+``xla_conv``,
 ``im2col``, ``depthwise``, ``batchnorm``, ``max_pool``, ``concat``,
 ``optimizer``, ``loss``); ops outside every named kernel are "other".
 

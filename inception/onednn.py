@@ -1,4 +1,4 @@
-"""Convolutions on oneDNN, called from XLA:CPU through the FFI.
+"""Convolutions and max pooling on oneDNN, called from XLA:CPU through the FFI.
 
 XLA:CPU's own convolutions and thin GEMMs run well below the CPU's peak,
 most of all in the backward pass; PyTorch's CPU convolutions are oneDNN's.
@@ -6,6 +6,8 @@ most of all in the backward pass; PyTorch's CPU convolutions are oneDNN's.
 (``inception/csrc/onednn_conv.cc``, built by ``pip install -e .``), NHWC in
 and out, so nothing around them changes. With ``compute_dtype=bfloat16`` the
 operands are bf16 and the products accumulate, and come out, in float32.
+``max_pool`` keeps oneDNN's argmax record (its workspace) from the forward
+pass for the backward pass (``inception/csrc/onednn_pool.cc``).
 
 The kernels are optional: ``available()`` is False where the extension was
 not built (no oneDNN for the platform) and ``conv_impl='auto'`` then keeps
@@ -27,6 +29,8 @@ _TARGETS = {
                  'InceptionOnednnConvBwdData'),
     'bwd_weights': ('inception_onednn_conv_bwd_weights',
                     'InceptionOnednnConvBwdWeights'),
+    'pool_fwd': ('inception_onednn_max_pool_fwd', 'InceptionOnednnMaxPoolFwd'),
+    'pool_bwd': ('inception_onednn_max_pool_bwd', 'InceptionOnednnMaxPoolBwd'),
 }
 
 
@@ -37,19 +41,25 @@ def _library_path():
 
 
 @functools.cache
-def _register() -> bool:
+def _library():
   """Loads the extension and registers its handlers with XLA:CPU, once."""
   path = _library_path()
   if path is None:
-    return False
+    return None
   try:
     lib = ctypes.cdll.LoadLibrary(path)
   except OSError:  # built, but libdnnl is gone: keep XLA's kernels
-    return False
+    return None
   for name, symbol in _TARGETS.values():
     jax.ffi.register_ffi_target(
         name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
-  return True
+  lib.InceptionOnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
+  lib.InceptionOnednnMaxPoolWorkspaceBytes.argtypes = [ctypes.c_int64] * 12
+  return lib
+
+
+def _register() -> bool:
+  return _library() is not None
 
 
 def available() -> bool:
@@ -64,13 +74,17 @@ def _attrs(padding, strides):
               pad_right=np.int64(pr))
 
 
-def _call(which, out_shape, *operands, padding, strides):
+def _call(which, out_shape, *operands, padding, strides, **attrs):
+  """One handler; ``out_shape`` is a shape (one f32 result) or a list of
+  ``ShapeDtypeStruct``."""
   if not _register():
     raise RuntimeError('the oneDNN extension is not built '
                        '(pip install -e . on an x86-64 Linux machine)')
-  return jax.ffi.ffi_call(
-      _TARGETS[which][0], jax.ShapeDtypeStruct(out_shape, jnp.float32))(
-          *operands, **_attrs(padding, strides))
+  if isinstance(out_shape, tuple):
+    out_shape = jax.ShapeDtypeStruct(out_shape, jnp.float32)
+  return jax.ffi.ffi_call(_TARGETS[which][0], out_shape)(
+      *operands, **_attrs(padding, strides),
+      **{k: np.int64(v) for k, v in attrs.items()})
 
 
 def _cast(a, dtype):
@@ -131,3 +145,54 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
                                   (strides, strides), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
   return _conv(x, kernel, int(strides), padding, compute_dtype)
+
+
+def _pool_geometry(x_shape, window, strides, padding):
+  (pt, pb), (pl, pr) = padding
+  n, h, w, c = x_shape
+  return (n, h, w, c, _out_hw(h, window, strides, pt, pb),
+          _out_hw(w, window, strides, pl, pr), window, strides, pt, pb, pl, pr)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, padding):
+  return _max_pool_fwd(x, window, strides, padding)[0]
+
+
+def _max_pool_fwd(x, window, strides, padding):
+  geometry = _pool_geometry(x.shape, window, strides, padding)
+  n, _, _, c, ho, wo = geometry[:6]
+  bytes_ = _library().InceptionOnednnMaxPoolWorkspaceBytes(*geometry)
+  if bytes_ < 0:
+    raise ValueError(f'oneDNN refuses max pooling {x.shape} with window '
+                     f'{window}, stride {strides}, padding {padding}')
+  y, workspace = _call(
+      'pool_fwd', [jax.ShapeDtypeStruct((n, ho, wo, c), jnp.float32),
+                   jax.ShapeDtypeStruct((bytes_,), jnp.uint8)],
+      x, padding=padding, strides=strides, window=window)
+  # Residuals must be arrays: an empty one carries x's N, H, W.
+  return y, (workspace, jnp.zeros(x.shape[:3] + (0,), x.dtype))
+
+
+@jax.named_scope('max_pool')
+def _max_pool_bwd(window, strides, padding, residuals, dy):
+  workspace, x_like = residuals
+  return (_call('pool_bwd', x_like.shape[:3] + dy.shape[3:], dy, workspace, padding=padding,
+                strides=strides, window=window),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+@jax.named_scope('max_pool')
+def max_pool(x, window: int, strides: int, padding):
+  """Square max pooling of a float32 NHWC array on oneDNN.
+
+  Padded positions never win (XLA's -inf padding); the gradient goes to each
+  window's first maximum in row-major order, as XLA's does.
+  """
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (window, window),
+                                  (strides, strides), padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  return _max_pool(x, int(window), int(strides), padding)

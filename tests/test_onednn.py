@@ -1,4 +1,4 @@
-"""oneDNN convolutions (conv_impl='onednn'): equal to XLA's, forward and back."""
+"""oneDNN kernels (conv_impl='onednn'): equal to XLA's, forward and back."""
 import platform
 import sys
 
@@ -42,6 +42,25 @@ def test_conv_and_its_gradients_equal_lax_conv(k, stride, padding):
 
 
 @needs_onednn
+@pytest.mark.parametrize('stride,padding', [
+    (1, 'SAME'), (2, 'SAME'), (2, ((1, 1), (1, 1))), (2, 'VALID'),
+    (2, ((0, 1), (1, 0)))])
+def test_max_pool_and_its_gradient_equal_xla_ties_too(stride, padding):
+  """After a ReLU most windows tie (at 0): the first maximum gets it all."""
+  continuous = jax.random.normal(jax.random.key(7), (2, 9, 10, 3))
+  ties = jax.nn.relu(jnp.asarray(np.random.default_rng(0).integers(
+      -2, 3, (2, 9, 10, 3)), jnp.float32))
+  weights = jnp.arange(1.0, 4.0)  # distinct per channel: no cancellation
+  for x in (continuous, ties):
+    pool = lambda x, impl: conv_ops.max_pool(x, 3, stride, padding, impl)
+    np.testing.assert_array_equal(jax.jit(pool, static_argnums=1)(
+        x, 'onednn'), pool(x, 'xla'))
+    grad = lambda impl, x=x, pool=pool: jax.jit(jax.grad(
+        lambda x: jnp.sum(weights * jnp.sin(pool(x, impl)))))(x)
+    np.testing.assert_allclose(grad('onednn'), grad('xla'), atol=1e-6)
+
+
+@needs_onednn
 def test_bfloat16_operands_accumulate_and_return_float32():
   x = jax.random.normal(jax.random.key(2), (2, 9, 9, 16))
   w = jax.random.normal(jax.random.key(3), (3, 3, 16, 8)) * 0.2
@@ -75,10 +94,14 @@ def test_auto_takes_onednn_on_one_cpu_device_only(monkeypatch):
   hlo = lambda: jax.jit(lambda x, w: conv_ops.conv2d(
       x, w, 1, 'SAME', 'auto')).lower(x, w).as_text()
   assert 'inception_onednn_conv_fwd' in hlo()
+  pool = lambda: jax.jit(lambda x: conv_ops.max_pool(
+      x, 3, 2, 'SAME', 'auto')).lower(x).as_text()
+  assert 'inception_onednn_max_pool_fwd' in pool()
   # Sharded over several devices, XLA could only gather around the custom
   # call: 'auto' keeps XLA's own kernels there.
   monkeypatch.setattr(jax, 'device_count', lambda: 2)
   assert 'inception_onednn_conv_fwd' not in hlo()
+  assert 'inception_onednn_max_pool_fwd' not in pool()
 
 
 def test_onednn_without_the_extension_is_a_clear_error(monkeypatch):

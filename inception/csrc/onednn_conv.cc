@@ -11,31 +11,20 @@
 // Activations keep XLA's NHWC layout (oneDNN's brgemm convolutions run on it
 // directly); kernels take the layout oneDNN picks and are reordered on each
 // call, which is cheap next to the convolution. Primitives are built once per
-// shape and cached. One call runs at a time: XLA may run independent ops
-// concurrently, and two OpenMP teams on the same cores would thrash.
-//
-// oneDNN's sums (the weight gradient's above all) split by thread count, so
-// the team size decides the last bits of the result. It follows XLA's own
-// rule, one thread per CPU the process may run on, and not OMP_NUM_THREADS:
-// a run launched by Ray or SLURM, which set that variable, then computes
-// exactly what the same run computes started by hand.
-#include <omp.h>
-#include <sched.h>
-
+// shape and cached (onednn_common.h: one call at a time, thread count).
 #include <cstdint>
-#include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "inception/csrc/onednn_common.h"
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
 using tag = dnnl::memory::format_tag;
+using inception_onednn::Cached;
+using inception_onednn::Engine;
+using inception_onednn::Guarded;
 
 namespace {
 
@@ -82,27 +71,6 @@ struct Plan {
   bool weights_reordered;      // false when oneDNN took HWIO as it is
 };
 
-dnnl::engine& Engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
-
-std::mutex& CallMutex() {
-  static std::mutex m;
-  return m;
-}
-
-// Called with CallMutex held.
-template <typename Build>
-const Plan& Cached(const std::string& key, Build build) {
-  static std::unordered_map<std::string, std::unique_ptr<Plan>> cache;
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    it = cache.emplace(key, std::make_unique<Plan>(build())).first;
-  }
-  return *it->second;
-}
-
 // Kernel scratch in the primitive's layout, reused across calls.
 void* WeightScratch(size_t bytes) {
   static std::vector<uint8_t> buffer;
@@ -134,29 +102,6 @@ Plan WithWeightReorder(dnnl::primitive conv, const memory::desc& user,
   return p;
 }
 
-int Threads() {
-  static const int n = [] {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0) return omp_get_num_procs();
-    return CPU_COUNT(&set);
-  }();
-  return n;
-}
-
-template <typename Fn>
-ffi::Error Guarded(Fn fn) {
-  try {
-    std::lock_guard<std::mutex> lock(CallMutex());
-    // Per call: the setting belongs to the calling thread, and XLA calls
-    // from any of its workers. Primitives are built and run under it.
-    omp_set_num_threads(Threads());
-    fn();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
 ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                        ffi::Result<ffi::AnyBuffer> y, int64_t stride,
                        int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
@@ -169,7 +114,7 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
     return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
-    const Plan& p = Cached(g.Key("fwd"), [&] {
+    const Plan& p = Cached<Plan>(g.Key("fwd"), [&] {
       auto pd = g.Forward(eng, memory::data_type::f32);
       return WithWeightReorder(dnnl::convolution_forward(pd),
                                g.UserWeights(g.operand), pd.weights_desc(),
@@ -204,7 +149,7 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
     return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
-    const Plan& p = Cached(g.Key("bwd_data"), [&] {
+    const Plan& p = Cached<Plan>(g.Key("bwd_data"), [&] {
       auto hint = g.Forward(eng, g.operand);
       dnnl::convolution_backward_data::primitive_desc pd(
           eng, dnnl::algorithm::convolution_direct,
@@ -246,7 +191,7 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
   const auto f32 = memory::data_type::f32;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
-    const Plan& p = Cached(g.Key("bwd_wei"), [&] {
+    const Plan& p = Cached<Plan>(g.Key("bwd_wei"), [&] {
       auto hint = g.Forward(eng, g.operand);
       dnnl::convolution_backward_weights::primitive_desc pd(
           eng, dnnl::algorithm::convolution_direct, g.Src(g.operand),
