@@ -90,17 +90,18 @@ def load_config(args):
     config.model.width = args.width
   if args.batch_size is not None:
     config.batch_size = args.batch_size
-  config.dtype = args.dtype
-  config.conv_impl = args.conv_impl.split(',')[0]  # validated by the library
+  config.dtype = args.dtype.split(',')[0]  # validated by the library
+  config.conv_impl = args.conv_impl.split(',')[0]
   # Offline and small: the step's speed depends on the batch shape only.
   config.dataset, config.data_dir = 'digits', ''
   config.train_split, config.eval_split = 'train', ''
   return config
 
 
-def _with_impl(config, impl):
+def _with_impl(config, impl, dtype=None):
   config = config.copy_and_resolve_references()
   config.conv_impl = impl
+  config.dtype = dtype or config.dtype
   return config
 
 
@@ -171,15 +172,17 @@ def measure(args):
   rs = np.random.default_rng(0)
   images = rs.integers(0, 256, (b, *shape), dtype=np.uint8)
   labels = rs.integers(0, config.model.num_classes, (b,), dtype=np.int32)
-  # One JAX runner per conv_impl (e.g. --conv_impl xla,auto: before/after),
-  # all from the same seed, so the same initial weights.
-  impls = args.conv_impl.split(',')
-  names = [f'jax {args.dtype}' + (f' ({i})' if len(impls) > 1 else '')
-           for i in impls]
+  # One JAX runner per conv_impl and dtype (e.g. --conv_impl xla,auto:
+  # before/after; --dtype float32,bfloat16), all from the same seed, so the
+  # same initial weights.
+  impls, dtypes = args.conv_impl.split(','), args.dtype.split(',')
+  variants = [(i, d) for d in dtypes for i in impls]
+  names = [f'jax {d}' + (f' ({i})' if len(impls) > 1 else '')
+           for i, d in variants]
   runners = {}
-  for name, impl in zip(names, impls):
-    runners[name], host_variables = jax_runner(_with_impl(config, impl),
-                                               images, labels)
+  for name, (impl, dtype) in zip(names, variants):
+    runners[name], host_variables = jax_runner(
+        _with_impl(config, impl, dtype), images, labels)
   step_flops = {name: train_flops for name in names}
   if args.vs_naive:  # the naive network, same batch, timed in the same rounds
     naive_config = _with_impl(config, impls[-1])  # compared with the last impl
@@ -294,11 +297,11 @@ def print_result(r):
           f" {s['model_gflops_per_s']:.1f} | {100 * s['mfu']:.1f}% |")
   print()
   for name, ratio in r['jax_over_torch_images_per_s'].items():
-    print(f"JAX {r['dtype']} ({r['conv_impl'].split(',')[0]}) / {name}"
-          f" images/s: {ratio:.2f}x")
+    print(f"JAX {r['dtype'].split(',')[0]} ({r['conv_impl'].split(',')[0]})"
+          f" / {name} images/s: {ratio:.2f}x")
   for name, ratio in r.get('jax_over_first_impl_images_per_s', {}).items():
-    print(f"{name} / jax ({r['conv_impl'].split(',')[0]}) images/s:"
-          f" {ratio:.2f}x")
+    print(f"{name} / jax {r['dtype'].split(',')[0]}"
+          f" ({r['conv_impl'].split(',')[0]}) images/s: {ratio:.2f}x")
   if 'macs_ratio' in r:
     print(f"bottleneck / naive images/s: {r['speedup_over_naive']:.2f}x, for"
           f" {r['macs_ratio']:.2f}x fewer MACs: {r['speedup_over_macs_ratio']:.2f}"
@@ -370,7 +373,8 @@ def main():
   parser.add_argument('--separable', type=parse_bool, default=False,
                       help='GoogLeNet: depthwise-separable 3x3/5x5 branches')
   parser.add_argument('--dtype', default='float32',
-                      choices=['float32', 'bfloat16'])
+                      help="'float32', 'bfloat16', or both, comma-separated:"
+                      ' one JAX runner each, timed in turn')
   parser.add_argument('--conv_impl', default='auto',
                       help="auto, xla or gemm; a list such as 'xla,auto' "
                       'times each, side by side (ratios against the first)')
