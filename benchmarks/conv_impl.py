@@ -2,11 +2,11 @@
 
 Times forward + backward (input and weight gradients) of single kxk
 convolutions, depthwise kxk convolutions (XLA's grouped convolution vs a sum
-of shifted products) and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR
+of shifted products; no oneDNN kernel) and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR
 (and its ``separable`` variant) use,
 both implementations interleaved in one run, and prints the median times and
 the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU
-without oneDNN) is set from these figures; convolutions also time
+without oneDNN) is set from these figures; convolutions and pools also time
 ``'onednn'`` where its kernels are built (``inception.onednn``).
 
   python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json] \
@@ -96,9 +96,11 @@ def main():
   for label, hw, c, s in filter(lambda r: keep(r[0]), POOLS):
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     med = _race({impl: _timer(lambda x, impl=impl: conv_ops.max_pool(
-        x, 3, s, 'SAME', impl), x) for impl in ('xla', 'gemm')}, args.repeats)
+        x, 3, s, 'SAME', impl), x) for impl in conv_impls}, args.repeats)
     rows.append({'layer': label, 'kkcin': None, 'xla_ms': 1e3 * med['xla'],
-                 'gemm_ms': 1e3 * med['gemm'], 'auto': 'gemm'})
+                 'gemm_ms': 1e3 * med['gemm'],
+                 'onednn_ms': 1e3 * med['onednn'] if 'onednn' in med else None,
+                 'auto': 'onednn' if conv_ops.uses_onednn('auto') else 'gemm'})
   if args.json:
     print(json.dumps({'device': str(jax.devices()[0]), 'batch': args.batch,
                       'rows': rows}))

@@ -64,6 +64,15 @@ class Experiment:
                          self.specs.model.name, xla=False)
 
 
+def _check_kernels(spec: specs.ModelSpec):
+  """``conv_impl='onednn'`` runs on one device (``conv_ops`` says why)."""
+  n = jax.device_count()
+  if spec.conv_impl == 'onednn' and n > 1:
+    raise UserError(f"config.conv_impl='onednn' runs on one device and this "
+                    f'run has {n}: XLA cannot split its custom calls over a '
+                    "mesh; use 'auto', which picks the kernels per run")
+
+
 def _check_input_size(model, spec: specs.ModelSpec):
   """The model must accept the spec's image size (e.g. not too small)."""
   x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
@@ -86,6 +95,7 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   """
   s = specs.read(config)
   sharding.check_batch_size(s.data.batch_size)
+  _check_kernels(s.model)
   model = build.model(s.model)  # a bad name or option fails before data loads
   _check_input_size(model, s.model)
   info = data.get_info(s.data)

@@ -3,8 +3,8 @@
 XLA:CPU's own convolutions and thin GEMMs run well below the CPU's peak,
 most of all in the backward pass; PyTorch's CPU convolutions are oneDNN's.
 ``conv2d`` runs the forward pass and both gradients as oneDNN convolutions
-(``inception/csrc/onednn_conv.cc``, built by ``pip install -e .``), NHWC in
-and out, so nothing around them changes. With ``compute_dtype=bfloat16`` the
+(``inception/csrc/onednn_conv.cc``, built by ``setup.py``: ``make install``),
+NHWC in and out, so nothing around them changes. With ``compute_dtype=bfloat16`` the
 operands are bf16 and the products accumulate, and come out, in float32.
 ``max_pool`` keeps oneDNN's argmax record (its workspace) from the forward
 pass for the backward pass (``inception/csrc/onednn_pool.cc``).
@@ -75,11 +75,10 @@ def _attrs(padding, strides):
 
 
 def _call(which, out_shape, *operands, padding, strides, **attrs):
-  """One handler; ``out_shape`` is a shape (one f32 result) or a list of
-  ``ShapeDtypeStruct``."""
+  """Calls one handler; ``out_shape``: a shape (one f32 result) or a list."""
   if not _register():
-    raise RuntimeError('the oneDNN extension is not built '
-                       '(pip install -e . on an x86-64 Linux machine)')
+    raise RuntimeError('the oneDNN extension is not built (make install, or '
+                       'pip install --no-build-isolation -e . on x86-64 Linux)')
   if isinstance(out_shape, tuple):
     out_shape = jax.ShapeDtypeStruct(out_shape, jnp.float32)
   return jax.ffi.ffi_call(_TARGETS[which][0], out_shape)(
@@ -144,6 +143,8 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2],
                                   (strides, strides), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  if compute_dtype is not None:
+    compute_dtype = jnp.dtype(compute_dtype)
   return _conv(x, kernel, int(strides), padding, compute_dtype)
 
 

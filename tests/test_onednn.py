@@ -154,3 +154,16 @@ def test_results_do_not_depend_on_omp_num_threads():
         [sys.executable, '-c', _GRADIENT_BITS], env=env, check=True,
         capture_output=True, text=True).stdout.strip()
   assert len(bits['1']) == 64 and bits['1'] == bits[None]
+
+
+def test_onednn_on_several_devices_is_one_clear_error(monkeypatch):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from inception import experiment, specs  # pylint: disable=g-import-not-at-top
+  from inception.errors import UserError  # pylint: disable=g-import-not-at-top
+  spec = specs.ModelSpec(name='nin_cifar_tiny', fields=(), dtype='float32',
+                         conv_impl='onednn', image_size=32, channels=3)
+  monkeypatch.setattr(jax, 'device_count', lambda: 2)
+  with pytest.raises(UserError, match='runs on one device and this run has 2'):
+    experiment._check_kernels(spec)  # pylint: disable=protected-access
+  # 'auto' picks XLA's kernels there instead.
+  experiment._check_kernels(dataclasses.replace(spec, conv_impl='auto'))  # pylint: disable=protected-access

@@ -189,3 +189,25 @@ def test_published_time_to_accuracy_table_regenerates():
   regenerated = time_to_accuracy.runs_table(folder, [5, 10, 15, 20])
   assert regenerated == published
   assert regenerated.count('\n') >= 2 + 4  # header, rule, and every run
+
+
+def test_published_bf16_accuracy_is_what_the_runs_say():
+  """results/cpu_bf16_accuracy: each curve in its README, and bf16 within 0.5 points."""
+  from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(RESULTS, 'cpu_bf16_accuracy')
+  with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  runs = {
+      'bf16': os.path.join(folder, 'bf16_b128_lr0.2_6.5ep_flip_ema0.99_seed0'),
+      'fp32': os.path.join(RESULTS, 'cpu_time_to_accuracy',
+                           'b128_lr0.2_6.5ep_flip_ema0.99_seed0'),
+      'fp32 onednn': os.path.join(RESULTS, 'cpu_time_to_accuracy',
+                                  'onednn_b128_lr0.2_6.5ep_flip_ema0.99_seed0')}
+  final = {}
+  for name, workdir in runs.items():
+    curve = [p['accuracy'] for p in time_to_accuracy.eval_curve(workdir)]
+    quoted = ' / '.join(f'{a:.4f}' for a in curve[:-1]) + f' / **{curve[-1]:.4f}**'
+    assert quoted in readme, name
+    final[name] = curve[-1]
+  assert abs(final['bf16'] - final['fp32']) < 0.005
+  assert abs(final['bf16'] - final['fp32 onednn']) < 0.005
