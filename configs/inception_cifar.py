@@ -18,7 +18,8 @@ Args (``--config configs/inception_cifar.py:ARGS``, comma separated):
     Measured on a 2-core CPU (oneDNN kernels), on the JPEG copy of the
     training split (45,000 train / 5,000 validation): validation accuracy
     0.8152 at the end, 18.2 min of wall time, start-up included (seed 0;
-    0.8072 at 16.0 min) (results/cpu_time_to_accuracy), with
+    0.8072 at 16.0 min), and 0.8162 at 18.4 min (seed 1)
+    (results/cpu_time_to_accuracy), with
 
       python train.py --config configs/inception_cifar.py:cpu \
           --config.dataset=folder:/tmp/cifar10 --config.train_split='train[:90%]' \

@@ -16,9 +16,9 @@
 
 On XLA:CPU a convolution runs at a fraction of GEMM speed, most of all its
 weight gradient, and a max pool's gradient goes through select_and_scatter,
-which is several times slower than the pool itself. Both implementations give
+which is several times slower than the pool itself. Every implementation gives
 the same numbers up to float rounding, max-pool gradients included, ties too
-(``tests/test_conv_ops.py``).
+(``tests/test_conv_ops.py``, ``tests/test_onednn.py``).
 
 oneDNN's kernels leave XLA's program whole but are opaque to its SPMD
 partitioner, which would gather a sharded batch onto every device around
@@ -50,7 +50,7 @@ def uses_onednn(impl: str) -> bool:
   if impl == 'onednn':
     if not onednn.available():
       raise ValueError("conv_impl='onednn' needs the CPU backend and the "
-                       'oneDNN extension (pip install -e .)')
+                       'oneDNN extension (make install)')
     return True
   return (impl == 'auto' and _on_cpu() and jax.device_count() == 1
           and onednn.available())

@@ -28,8 +28,9 @@ class Conv1x1(nn.Module):
 
   On CPU a 1x1 ``lax.conv`` trains several times slower than the same
   contraction as a matrix multiply, so every 1x1 layer in every model uses
-  this module (``conv_ops.pointwise``). The kernel has ``nn.Conv``'s layout ``(1, 1, in, out)``, so
-  parameters are interchangeable with ``nn.Conv(features, (1, 1))``.
+  this module (``conv_ops.pointwise``). The kernel has ``nn.Conv``'s layout
+  ``(1, 1, in, out)``, so parameters are interchangeable with
+  ``nn.Conv(features, (1, 1))``.
 
   ``strides > 1`` subsamples space before the contraction: this is exactly
   what a strided 1x1 convolution with no padding computes.
