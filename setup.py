@@ -4,8 +4,10 @@ Everything else is in ``pyproject.toml``. The extension needs oneDNN's
 headers and library (the ``onednn-*-cpu-gomp`` wheels in requirements.txt,
 x86-64 Linux) and XLA's FFI headers from jaxlib, so install with
 ``pip install --no-build-isolation -e .`` into an environment that has them
-(``make install`` does). Where either is missing, or the compiler fails, the
-package installs without it and ``conv_impl='auto'`` keeps XLA's kernels.
+(``make install`` does). Where either is missing the package installs
+without it and ``conv_impl='auto'`` keeps XLA's kernels; where both are
+there, a compile error fails the install rather than leave a stale or
+missing library behind.
 """
 import os
 import sys
@@ -30,7 +32,7 @@ def _onednn_extension():
       library_dirs=[lib], libraries=['dnnl', 'gomp'], runtime_library_dirs=[lib],
       # XLA's FFI headers end some switch functions without a return.
       extra_compile_args=['-std=c++17', '-O2', '-Wno-return-type'],
-      language='c++', optional=True)]
+      language='c++')]
 
 
 setup(ext_modules=_onednn_extension())

@@ -25,6 +25,18 @@
 
 namespace inception_onednn {
 
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+// The FFI attributes every handler here takes after its buffers.
+#define INCEPTION_ONEDNN_WINDOW_ATTRS \
+  .Attr<int64_t>("stride")            \
+      .Attr<int64_t>("pad_top")       \
+      .Attr<int64_t>("pad_bottom")    \
+      .Attr<int64_t>("pad_left")      \
+      .Attr<int64_t>("pad_right")
+
 inline dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
@@ -49,15 +61,15 @@ inline int Threads() {
 // thread, and XLA calls from any of its workers; primitives are built and
 // run under it.
 template <typename Fn>
-xla::ffi::Error Guarded(Fn fn) {
+ffi::Error Guarded(Fn fn) {
   try {
     std::lock_guard<std::mutex> lock(CallMutex());
     omp_set_num_threads(Threads());
     fn();
   } catch (const dnnl::error& e) {
-    return xla::ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
   }
-  return xla::ffi::Error::Success();
+  return ffi::Error::Success();
 }
 
 // The plan built once per key (shape and attributes); call with the lock held.

@@ -19,13 +19,7 @@
 
 #include "inception/csrc/onednn_common.h"
 
-namespace ffi = xla::ffi;
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-using inception_onednn::Cached;
-using inception_onednn::Engine;
-using inception_onednn::Guarded;
-
+namespace inception_onednn {
 namespace {
 
 struct Geometry {
@@ -78,15 +72,33 @@ void* WeightScratch(size_t bytes) {
   return buffer.data();
 }
 
-ffi::Error OperandType(ffi::DataType t, memory::data_type* out) {
-  if (t == ffi::DataType::F32) {
-    *out = memory::data_type::f32;
-  } else if (t == ffi::DataType::BF16) {
-    *out = memory::data_type::bf16;
-  } else {
+// The geometry of a call from its buffers' dimensions: the input side
+// (x or dx), the output side (y or dy) and the kernel (w or dw), all NHWC /
+// HWIO; f32 or bf16 operands.
+ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions in,
+                        ffi::AnyBuffer::Dimensions out,
+                        ffi::AnyBuffer::Dimensions kernel,
+                        ffi::DataType operand, int64_t stride, int64_t pt,
+                        int64_t pb, int64_t pl, int64_t pr, Geometry* g) {
+  *g = Geometry{in[0], in[1], in[2], in[3], out[1], out[2], out[3],
+                kernel[0], kernel[1], stride, pt, pb, pl, pr,
+                memory::data_type::f32};
+  if (operand == ffi::DataType::BF16) {
+    g->operand = memory::data_type::bf16;
+  } else if (operand != ffi::DataType::F32) {
     return ffi::Error::InvalidArgument("oneDNN conv: operands must be f32 or bf16");
   }
   return ffi::Error::Success();
+}
+
+// The kernel in the primitive's layout: the user's HWIO buffer itself, or
+// its reorder into the scratch buffer.
+memory StagedWeights(const Plan& p, memory user, dnnl::stream& s) {
+  if (!p.weights_reordered) return user;
+  memory staged(p.weights_desc, Engine(),
+                WeightScratch(p.weights_desc.get_size()));
+  p.weights.execute(s, user, staged);
+  return staged;
 }
 
 Plan WithWeightReorder(dnnl::primitive conv, const memory::desc& user,
@@ -106,11 +118,11 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                        ffi::Result<ffi::AnyBuffer> y, int64_t stride,
                        int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
                        int64_t pad_right) {
-  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], wd[1],
-             stride, pad_top, pad_bottom, pad_left, pad_right,
-             memory::data_type::f32};
-  if (auto err = OperandType(x.element_type(), &g.operand); err.failure())
+  Geometry g;
+  if (auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(),
+                              x.element_type(), stride, pad_top, pad_bottom,
+                              pad_left, pad_right, &g);
+      err.failure())
     return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
@@ -121,13 +133,8 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                                /*to_user=*/false);
     });
     dnnl::stream s(eng);
-    memory user_w(g.UserWeights(g.operand), eng, w.untyped_data());
-    memory conv_w = user_w;
-    if (p.weights_reordered) {
-      conv_w = memory(p.weights_desc, eng,
-                      WeightScratch(p.weights_desc.get_size()));
-      p.weights.execute(s, user_w, conv_w);
-    }
+    memory conv_w = StagedWeights(
+        p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
     p.conv.execute(
         s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
             {DNNL_ARG_WEIGHTS, conv_w},
@@ -141,11 +148,11 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                            ffi::Result<ffi::AnyBuffer> dx, int64_t stride,
                            int64_t pad_top, int64_t pad_bottom,
                            int64_t pad_left, int64_t pad_right) {
-  auto dyd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
-  Geometry g{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], dyd[3], wd[0], wd[1],
-             stride, pad_top, pad_bottom, pad_left, pad_right,
-             memory::data_type::f32};
-  if (auto err = OperandType(dy.element_type(), &g.operand); err.failure())
+  Geometry g;
+  if (auto err = MakeGeometry(dx->dimensions(), dy.dimensions(),
+                              w.dimensions(), dy.element_type(), stride,
+                              pad_top, pad_bottom, pad_left, pad_right, &g);
+      err.failure())
     return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
@@ -161,13 +168,8 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                                /*to_user=*/false);
     });
     dnnl::stream s(eng);
-    memory user_w(g.UserWeights(g.operand), eng, w.untyped_data());
-    memory conv_w = user_w;
-    if (p.weights_reordered) {
-      conv_w = memory(p.weights_desc, eng,
-                      WeightScratch(p.weights_desc.get_size()));
-      p.weights.execute(s, user_w, conv_w);
-    }
+    memory conv_w = StagedWeights(
+        p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
     p.conv.execute(
         s, {{DNNL_ARG_DIFF_DST,
              memory(g.Dst(g.operand), eng, dy.untyped_data())},
@@ -182,11 +184,11 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                               ffi::Result<ffi::AnyBuffer> dw, int64_t stride,
                               int64_t pad_top, int64_t pad_bottom,
                               int64_t pad_left, int64_t pad_right) {
-  auto xd = x.dimensions(), dyd = dy.dimensions(), wd = dw->dimensions();
-  Geometry g{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], dyd[3], wd[0], wd[1],
-             stride, pad_top, pad_bottom, pad_left, pad_right,
-             memory::data_type::f32};
-  if (auto err = OperandType(x.element_type(), &g.operand); err.failure())
+  Geometry g;
+  if (auto err = MakeGeometry(x.dimensions(), dy.dimensions(),
+                              dw->dimensions(), x.element_type(), stride,
+                              pad_top, pad_bottom, pad_left, pad_right, &g);
+      err.failure())
     return err;
   const auto f32 = memory::data_type::f32;
   return Guarded([&] {
@@ -219,22 +221,20 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
 }
 
 }  // namespace
+}  // namespace inception_onednn
 
-#define INCEPTION_CONV_BINDING                 \
-  ffi::Ffi::Bind()                             \
-      .Arg<ffi::AnyBuffer>()                   \
-      .Arg<ffi::AnyBuffer>()                   \
-      .Ret<ffi::AnyBuffer>()                   \
-      .Attr<int64_t>("stride")                 \
-      .Attr<int64_t>("pad_top")                \
-      .Attr<int64_t>("pad_bottom")             \
-      .Attr<int64_t>("pad_left")               \
-      .Attr<int64_t>("pad_right")
+#define INCEPTION_CONV_BINDING \
+  xla::ffi::Ffi::Bind()        \
+      .Arg<xla::ffi::AnyBuffer>() \
+      .Arg<xla::ffi::AnyBuffer>() \
+      .Ret<xla::ffi::AnyBuffer>() INCEPTION_ONEDNN_WINDOW_ATTRS
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvFwd, ConvFwdImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvFwd,
+                              inception_onednn::ConvFwdImpl,
                               INCEPTION_CONV_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvBwdData, ConvBwdDataImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvBwdData,
+                              inception_onednn::ConvBwdDataImpl,
                               INCEPTION_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvBwdWeights,
-                              ConvBwdWeightsImpl,
+                              inception_onednn::ConvBwdWeightsImpl,
                               INCEPTION_CONV_BINDING);

@@ -14,13 +14,7 @@
 
 #include "inception/csrc/onednn_common.h"
 
-namespace ffi = xla::ffi;
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-using inception_onednn::Cached;
-using inception_onednn::Engine;
-using inception_onednn::Guarded;
-
+namespace inception_onednn {
 namespace {
 
 struct Pool {
@@ -114,39 +108,35 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
 }
 
 }  // namespace
+}  // namespace inception_onednn
 
 // The forward workspace's size in bytes, or -1 if oneDNN refuses the shape.
 extern "C" int64_t InceptionOnednnMaxPoolWorkspaceBytes(
     int64_t n, int64_t h, int64_t w, int64_t c, int64_t ho, int64_t wo,
     int64_t window, int64_t stride, int64_t pad_top, int64_t pad_bottom,
     int64_t pad_left, int64_t pad_right) {
-  Pool p{n, h, w, c, ho, wo, window, stride,
-         pad_top, pad_bottom, pad_left, pad_right};
+  inception_onednn::Pool p{n, h, w, c, ho, wo, window, stride,
+                           pad_top, pad_bottom, pad_left, pad_right};
   int64_t bytes = -1;
-  auto status = Guarded([&] { bytes = ForwardPlan(p).workspace.get_size(); });
+  auto status = inception_onednn::Guarded(
+      [&] { bytes = inception_onednn::ForwardPlan(p).workspace.get_size(); });
   return status.failure() ? -1 : bytes;
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolFwd, MaxPoolFwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolFwd,
+                              inception_onednn::MaxPoolFwdImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
                                   .Attr<int64_t>("window")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_right"));
+                                      INCEPTION_ONEDNN_WINDOW_ATTRS);
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolBwd, MaxPoolBwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolBwd,
+                              inception_onednn::MaxPoolBwdImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
                                   .Attr<int64_t>("window")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_right"));
+                                      INCEPTION_ONEDNN_WINDOW_ATTRS);
