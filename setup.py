@@ -26,7 +26,8 @@ def _onednn_extension():
     return []
   return [Extension(
       'inception._onednn_conv',
-      ['inception/csrc/onednn_conv.cc', 'inception/csrc/onednn_pool.cc'],
+      ['inception/csrc/onednn_conv.cc', 'inception/csrc/onednn_pool.cc',
+       'inception/csrc/onednn_bnorm.cc'],
       include_dirs=[os.path.dirname(os.path.abspath(__file__)), include,
                     jax.ffi.include_dir()],
       library_dirs=[lib], libraries=['dnnl', 'gomp'], runtime_library_dirs=[lib],

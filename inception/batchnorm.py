@@ -3,7 +3,9 @@
 Split from ``inception.layers``: the statistics, the custom VJP and the
 module. Its backward pass is the same arithmetic as autodiff's (tested equal
 to ``flax.linen.BatchNorm``), in fewer passes over the activations, so it is
-used on every backend rather than behind ``conv_impl``.
+used on every backend rather than behind ``conv_impl``. Where the
+convolutions run on oneDNN, ``BatchNorm(onednn=True)`` trains on oneDNN's
+kernel instead (``inception.onednn.batch_norm``), with the ReLU fused.
 """
 import functools
 from typing import Any
@@ -12,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from inception import onednn
 
 Dtype = Any
 
@@ -67,7 +71,8 @@ class BatchNorm(nn.Module):
   Params ``scale``/``bias`` and ``batch_stats`` ``mean``/``var`` (float32)
   are named and updated as in flax (``ra = momentum * ra + (1 - momentum) *
   batch``), so checkpoints and the torch twin load either; training uses
-  ``batch_norm_train``'s faster backward pass.
+  ``batch_norm_train``'s faster backward pass, or with ``onednn`` oneDNN's
+  kernel. The result keeps x's dtype unless ``dtype`` is set.
 
   Under ``jax.jit`` the batch statistics are global: the batch is sharded
   over the mesh's ``data`` axis and the mean is a reduction over a global
@@ -78,6 +83,9 @@ class BatchNorm(nn.Module):
   momentum: float = 0.9
   epsilon: float = 1e-5
   dtype: Dtype | None = None
+  relu: bool = False  # a ReLU after the affine map (fused on oneDNN)
+  # Train on inception.onednn.batch_norm (CPU) where it has a vector kernel.
+  onednn: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -88,15 +96,21 @@ class BatchNorm(nn.Module):
                             jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
                            jnp.float32)
-    dtype = self.dtype or jnp.result_type(x, jnp.float32)
+    dtype = jnp.dtype(self.dtype or x.dtype)
+    relu = nn.relu if self.relu else lambda y: y
     if self.use_running_average:
       with jax.named_scope('batchnorm'):
         inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
-        return ((x.astype(jnp.float32) - ra_mean.value) * inv + bias).astype(
-            dtype)
-    with jax.named_scope('batchnorm'):
-      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon,
-                                      jnp.dtype(dtype))
+        return relu(((x.astype(jnp.float32) - ra_mean.value) * inv
+                     + bias).astype(dtype))
+    if (self.onednn and dtype == x.dtype and onednn.batch_norm_vectorized(
+        x.shape, x.dtype, self.epsilon, self.relu)):
+      y, mean, var = onednn.batch_norm(x, scale, bias, self.epsilon,
+                                       self.relu)
+    else:
+      with jax.named_scope('batchnorm'):
+        y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, dtype)
+      y = relu(y)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

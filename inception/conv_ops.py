@@ -7,8 +7,10 @@
     pool built from shifted maxima, with a custom gradient, and each
     Inception block's parallel 1x1 layers fused into one GEMM.
   * ``'onednn'``: every convolution, 1x1 included, forward and both
-    gradients, and float32 max pooling on oneDNN through XLA's FFI
-    (``inception.onednn``); depthwise layers as in ``'gemm'``. CPU only.
+    gradients, max pooling and training-mode BatchNorm (+ ReLU) on oneDNN
+    through XLA's FFI (``inception.onednn``); depthwise layers as in
+    ``'gemm'``. CPU only. With a bfloat16 compute dtype the activations
+    between these kernels are bf16 too (``activation_dtype``).
   * ``'auto'``: ``'xla'`` on GPU and TPU. On CPU, ``'onednn'`` where its
     kernels are built and the program runs on one device; otherwise the
     faster of ``'xla'`` and ``'gemm'`` for each layer, chosen from
@@ -54,6 +56,26 @@ def uses_onednn(impl: str) -> bool:
     return True
   return (impl == 'auto' and _on_cpu() and jax.device_count() == 1
           and onednn.available())
+
+
+def activation_dtype(impl: str, compute_dtype=None, use_bn: bool = True):
+  """The dtype a model keeps its activations in between layers.
+
+  bfloat16 when the compute dtype is bf16, ``impl`` runs on oneDNN and
+  BatchNorm follows every convolution: oneDNN's convolutions, BatchNorm +
+  ReLU and max pooling then read and write bf16 as it is, which halves the
+  memory traffic and drops a conversion pass around each kernel
+  (full-width GoogLeNet-CIFAR: 1.3x the step with float32 activations).
+  float32 everywhere else: XLA:CPU runs bf16 elementwise work (bias, ReLU,
+  dropout, its own BatchNorm) through f32 conversions, slower than in f32,
+  so a network without BatchNorm (NiN) loses more there than its
+  convolutions gain (0.67x); GPU and TPU keep float32 activations with bf16
+  GEMM operands. Measurements: ``benchmarks/README.md``.
+  """
+  if (use_bn and compute_dtype is not None
+      and jnp.dtype(compute_dtype) == jnp.bfloat16 and uses_onednn(impl)):
+    return jnp.dtype(jnp.bfloat16)
+  return jnp.dtype(jnp.float32)
 
 
 def _cpu_kernels(impl: str) -> bool:
@@ -266,7 +288,7 @@ def max_pool_separable(x, window: int, strides: int, padding):
 @jax.named_scope('max_pool')
 def max_pool(x, window: int, strides: int, padding, impl: str = 'auto'):
   """Square max pooling over H and W of an NHWC array."""
-  if x.dtype == jnp.float32 and uses_onednn(impl):
+  if x.dtype in (jnp.float32, jnp.bfloat16) and uses_onednn(impl):
     return onednn.max_pool(x, window, strides, padding)
   if _cpu_kernels(impl):
     return max_pool_separable(x, window, strides, padding)

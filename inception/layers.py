@@ -193,7 +193,9 @@ class ConvBN(nn.Module):
                   use_bias=not self.use_bn, conv_impl=self.conv_impl,
                   dtype=self.dtype, name='conv')(x)
     if self.use_bn:
-      x = BatchNorm(use_running_average=not train, name='bn')(x)
+      return BatchNorm(use_running_average=not train, relu=self.relu,
+                       onednn=conv_ops.uses_onednn(self.conv_impl),
+                       name='bn')(x)
     return nn.relu(x) if self.relu else x
 
 
@@ -326,5 +328,6 @@ class InceptionBlock(nn.Module):
 
 
 def global_avg_pool(x):
-  """Global average pooling: one set of parameters serves any input size."""
-  return jnp.mean(x, axis=(1, 2))
+  """Global average pooling (in float32): one set of parameters serves any
+  input size."""
+  return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)

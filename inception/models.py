@@ -121,6 +121,11 @@ class _InceptionStack(nn.Module):
   conv_impl: str = 'auto'
   dtype: Dtype | None = None
 
+  def activations(self, x):
+    """The input in the dtype the network computes on (``conv_ops``)."""
+    return x.astype(conv_ops.activation_dtype(self.conv_impl, self.dtype,
+                                              self.use_bn))
+
   def inception(self, x, stage, train):
     return InceptionBlock(
         TABLE1[stage].scaled(self.width), self.bottleneck, self.pool_proj,
@@ -165,6 +170,7 @@ class GoogLeNet(_InceptionStack):
   def __call__(self, x, train: bool = False):
     kw = dict(use_bn=self.use_bn, conv_impl=self.conv_impl, dtype=self.dtype)
     s = lambda c: scale_width(c, self.width)
+    x = self.activations(x)
     x = ConvBN(s(64), 7, strides=2, name='conv1', **kw)(x, train)
     x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
     x = ReducedConv(s(64), s(192), 3, name='conv2', **kw)(x, train)
@@ -188,7 +194,7 @@ class GoogLeNetCIFAR(_InceptionStack):
   def __call__(self, x, train: bool = False):
     x = ConvBN(scale_width(192, self.width), 3, use_bn=self.use_bn,
                conv_impl=self.conv_impl, dtype=self.dtype, name='stem')(
-                   x, train)
+                   self.activations(x), train)
     return self.head(self.stages(x, train), self.dropout_rate, train)
 
 

@@ -31,6 +31,10 @@ _TARGETS = {
                     'InceptionOnednnConvBwdWeights'),
     'pool_fwd': ('inception_onednn_max_pool_fwd', 'InceptionOnednnMaxPoolFwd'),
     'pool_bwd': ('inception_onednn_max_pool_bwd', 'InceptionOnednnMaxPoolBwd'),
+    'norm_fwd': ('inception_onednn_batch_norm_fwd',
+                 'InceptionOnednnBatchNormFwd'),
+    'norm_bwd': ('inception_onednn_batch_norm_bwd',
+                 'InceptionOnednnBatchNormBwd'),
 }
 
 
@@ -54,7 +58,10 @@ def _library():
     jax.ffi.register_ffi_target(
         name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
   lib.InceptionOnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
-  lib.InceptionOnednnMaxPoolWorkspaceBytes.argtypes = [ctypes.c_int64] * 12
+  lib.InceptionOnednnMaxPoolWorkspaceBytes.argtypes = [ctypes.c_int64] * 13
+  lib.InceptionOnednnBatchNormWorkspaceBytes.restype = ctypes.c_int64
+  lib.InceptionOnednnBatchNormWorkspaceBytes.argtypes = (
+      [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.POINTER(ctypes.c_int64)])
   return lib
 
 
@@ -67,27 +74,34 @@ def available() -> bool:
   return jax.default_backend() == 'cpu' and _register()
 
 
-def _attrs(padding, strides):
+def _window(padding, strides):
+  """The window attributes of the conv and pool handlers."""
   (pt, pb), (pl, pr) = padding
-  return dict(stride=np.int64(strides), pad_top=np.int64(pt),
-              pad_bottom=np.int64(pb), pad_left=np.int64(pl),
-              pad_right=np.int64(pr))
+  return dict(stride=strides, pad_top=pt, pad_bottom=pb, pad_left=pl,
+              pad_right=pr)
 
 
-def _call(which, out_shape, *operands, padding, strides, **attrs):
-  """Calls one handler; ``out_shape``: a shape (one f32 result) or a list."""
+def _call(which, out_shape, *operands, **attrs):
+  """Calls one handler; ``out_shape``: a ShapeDtypeStruct or a list of them.
+
+  Integer attributes go as int64 and floats as float32, the handlers' types.
+  """
   if not _register():
     raise RuntimeError('the oneDNN extension is not built (make install, or '
                        'pip install --no-build-isolation -e . on x86-64 Linux)')
-  if isinstance(out_shape, tuple):
-    out_shape = jax.ShapeDtypeStruct(out_shape, jnp.float32)
-  return jax.ffi.ffi_call(_TARGETS[which][0], out_shape)(
-      *operands, **_attrs(padding, strides),
-      **{k: np.int64(v) for k, v in attrs.items()})
+  typed = {k: np.float32(v) if isinstance(v, float) else np.int64(v)
+           for k, v in attrs.items()}
+  return jax.ffi.ffi_call(_TARGETS[which][0], out_shape)(*operands, **typed)
 
 
 def _cast(a, dtype):
   return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+
+
+def _result(dtype):
+  """A handler's result dtype for activations of ``dtype``: bf16 or f32."""
+  return jnp.dtype(jnp.bfloat16) if dtype == jnp.bfloat16 else jnp.dtype(
+      jnp.float32)
 
 
 def _out_hw(size, k, stride, lo, hi):
@@ -108,8 +122,8 @@ def _conv_fwd(x, kernel, strides, padding, compute_dtype):
   k, kw, _, cout = kernel.shape
   ho = _out_hw(h, k, strides, *padding[0])
   wo = _out_hw(w, kw, strides, *padding[1])
-  y = _call('fwd', (n, ho, wo, cout), xc, wc, padding=padding,
-            strides=strides)
+  y = _call('fwd', jax.ShapeDtypeStruct((n, ho, wo, cout), _result(x.dtype)),
+            xc, wc, **_window(padding, strides))
   return y.astype(x.dtype), (xc, wc, jnp.zeros((), x.dtype),
                              jnp.zeros((), kernel.dtype))
 
@@ -118,9 +132,11 @@ def _conv_fwd(x, kernel, strides, padding, compute_dtype):
 def _conv_bwd(strides, padding, compute_dtype, residuals, dy):
   xc, wc, x_like, w_like = residuals
   dyc = dy.astype(xc.dtype)
-  dx = _call('bwd_data', xc.shape, dyc, wc, padding=padding, strides=strides)
-  dw = _call('bwd_weights', wc.shape, xc, dyc, padding=padding,
-             strides=strides)
+  window = _window(padding, strides)
+  dx = _call('bwd_data', jax.ShapeDtypeStruct(xc.shape, _result(x_like.dtype)),
+             dyc, wc, **window)
+  dw = _call('bwd_weights', jax.ShapeDtypeStruct(wc.shape, jnp.float32), xc,
+             dyc, **window)
   return dx.astype(x_like.dtype), dw.astype(w_like.dtype)
 
 
@@ -163,14 +179,15 @@ def _max_pool(x, window, strides, padding):
 def _max_pool_fwd(x, window, strides, padding):
   geometry = _pool_geometry(x.shape, window, strides, padding)
   n, _, _, c, ho, wo = geometry[:6]
-  bytes_ = _library().InceptionOnednnMaxPoolWorkspaceBytes(*geometry)
+  bytes_ = _library().InceptionOnednnMaxPoolWorkspaceBytes(
+      *geometry, x.dtype == jnp.bfloat16)
   if bytes_ < 0:
     raise ValueError(f'oneDNN refuses max pooling {x.shape} with window '
                      f'{window}, stride {strides}, padding {padding}')
   y, workspace = _call(
-      'pool_fwd', [jax.ShapeDtypeStruct((n, ho, wo, c), jnp.float32),
+      'pool_fwd', [jax.ShapeDtypeStruct((n, ho, wo, c), x.dtype),
                    jax.ShapeDtypeStruct((bytes_,), jnp.uint8)],
-      x, padding=padding, strides=strides, window=window)
+      x, window=window, **_window(padding, strides))
   # Residuals must be arrays: an empty one carries x's N, H, W.
   return y, (workspace, jnp.zeros(x.shape[:3] + (0,), x.dtype))
 
@@ -178,8 +195,9 @@ def _max_pool_fwd(x, window, strides, padding):
 @jax.named_scope('max_pool')
 def _max_pool_bwd(window, strides, padding, residuals, dy):
   workspace, x_like = residuals
-  return (_call('pool_bwd', x_like.shape[:3] + dy.shape[3:], dy, workspace, padding=padding,
-                strides=strides, window=window),)
+  dx = jax.ShapeDtypeStruct(x_like.shape[:3] + dy.shape[3:], dy.dtype)
+  return (_call('pool_bwd', dx, dy, workspace, window=window,
+                **_window(padding, strides)),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -187,7 +205,7 @@ _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 @jax.named_scope('max_pool')
 def max_pool(x, window: int, strides: int, padding):
-  """Square max pooling of a float32 NHWC array on oneDNN.
+  """Square max pooling of a float32 or bfloat16 NHWC array on oneDNN.
 
   Padded positions never win (XLA's -inf padding); the gradient goes to each
   window's first maximum in row-major order, as XLA's does.
@@ -197,3 +215,78 @@ def max_pool(x, window: int, strides: int, padding):
                                   (strides, strides), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
   return _max_pool(x, int(window), int(strides), padding)
+
+
+@functools.cache
+def _norm_plan(shape, dtype, epsilon, relu):
+  """(workspace bytes, JIT kernels?) of oneDNN's BatchNorm for these."""
+  if not _register():
+    return -1, False
+  jit = ctypes.c_int64(0)
+  bytes_ = _library().InceptionOnednnBatchNormWorkspaceBytes(
+      *shape, jnp.dtype(dtype) == jnp.bfloat16, relu, epsilon,
+      ctypes.byref(jit))
+  return bytes_, bytes_ >= 0 and bool(jit.value)
+
+
+def batch_norm_vectorized(shape, dtype, epsilon: float,
+                          relu: bool = False) -> bool:
+  """Whether oneDNN runs ``batch_norm`` of this NHWC shape on its JIT kernels.
+
+  It falls back to plain loops for channel counts its vector kernels do not
+  take (on AVX-512: not a multiple of 16 in bf16, of 8 in f32), many times
+  slower than XLA's BatchNorm; callers keep XLA's there.
+  """
+  return (len(shape) == 4 and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
+          and _norm_plan(tuple(shape), jnp.dtype(dtype).name, float(epsilon),
+                         bool(relu))[1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _batch_norm(x, scale, bias, epsilon, relu):
+  return _batch_norm_fwd(x, scale, bias, epsilon, relu)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon, relu):
+  stat = jax.ShapeDtypeStruct(x.shape[-1:], jnp.float32)
+  bytes_ = _norm_plan(x.shape, x.dtype.name, epsilon, relu)[0]
+  if bytes_ < 0:
+    raise ValueError(f'oneDNN refuses batch norm of {x.shape} {x.dtype}')
+  workspace = jax.ShapeDtypeStruct((bytes_,), jnp.uint8)
+  y, mean, var, workspace = _call(
+      'norm_fwd', [jax.ShapeDtypeStruct(x.shape, x.dtype), stat, stat,
+                   workspace],
+      x, scale, bias, epsilon=epsilon, relu=relu)
+  return (y, mean, var), (x, mean, var, scale, workspace)
+
+
+@jax.named_scope('batchnorm')
+def _batch_norm_bwd(epsilon, relu, residuals, cotangents):
+  x, mean, var, scale, workspace = residuals
+  dy = cotangents[0].astype(x.dtype)  # the statistics get no gradient
+  stat = jax.ShapeDtypeStruct(x.shape[-1:], jnp.float32)
+  return tuple(_call(
+      'norm_bwd', [jax.ShapeDtypeStruct(x.shape, x.dtype), stat, stat],
+      x, mean, var, dy, scale, workspace, epsilon=epsilon, relu=relu))
+
+
+_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+@jax.named_scope('batchnorm')
+def batch_norm(x, scale, bias, epsilon: float, relu: bool = False):
+  """Training-mode BatchNorm over the last axis of NHWC ``x`` on oneDNN.
+
+  Args:
+    x: [N, H, W, C], float32 or bfloat16; the result has its dtype.
+    scale, bias: [C] float32.
+    epsilon: added to the variance.
+    relu: apply a ReLU to the result, fused (its mask is kept for the
+      backward pass).
+
+  Returns:
+    ``(y, batch mean, biased batch variance)``, the statistics in float32
+    and without gradient, as ``inception.batchnorm.batch_norm_train``.
+  """
+  return _batch_norm(x, scale.astype(jnp.float32), bias.astype(jnp.float32),
+                     float(epsilon), bool(relu))

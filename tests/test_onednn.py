@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from inception import conv_ops, gemm, models, onednn
+from inception.batchnorm import BatchNorm, batch_norm_train
 
 _X86_LINUX = sys.platform == 'linux' and platform.machine() == 'x86_64'
 needs_onednn = pytest.mark.skipif(
@@ -167,3 +168,151 @@ def test_onednn_on_several_devices_is_one_clear_error(monkeypatch):
     experiment._check_kernels(spec)  # pylint: disable=protected-access
   # 'auto' picks XLA's kernels there instead.
   experiment._check_kernels(dataclasses.replace(spec, conv_impl='auto'))  # pylint: disable=protected-access
+
+
+@needs_onednn
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('relu', [False, True])
+def test_batch_norm_and_its_gradients_equal_ours(dtype, relu):
+  """oneDNN's statistics, output and gradients against batch_norm_train."""
+  k = jax.random.split(jax.random.key(8), 4)
+  x = (jax.random.normal(k[0], (4, 6, 5, 32)) * 2 + 0.5).astype(dtype)
+  scale = jax.random.normal(k[1], (32,))
+  bias = jax.random.normal(k[2], (32,))
+  cotangent = jax.random.normal(k[3], x.shape)
+
+  def xla(x, scale, bias):
+    y, mean, var = batch_norm_train(x, scale, bias, 1e-5, x.dtype)
+    return (jax.nn.relu(y) if relu else y), mean, var
+
+  ours = lambda x, scale, bias: onednn.batch_norm(x, scale, bias, 1e-5, relu)
+  got, want = jax.jit(ours)(x, scale, bias), xla(x, scale, bias)
+  assert got[0].dtype == dtype and got[1].dtype == got[2].dtype == jnp.float32
+  tol = 1e-5 if dtype == jnp.float32 else 1e-2  # bf16: one rounding of y
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol,
+                               atol=tol)
+  grad = lambda fn: jax.jit(jax.grad(lambda *a: jnp.sum(
+      fn(*a)[0].astype(jnp.float32) * cotangent), argnums=(0, 1, 2)))(
+          x, scale, bias)
+  for a, b in zip(grad(ours), grad(xla)):
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol,
+                               atol=tol * float(jnp.max(jnp.abs(b))))
+
+
+@needs_onednn
+def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
+  """Channel counts its vector kernels skip run on plain loops, 5-40x slower."""
+  assert onednn.batch_norm_vectorized((2, 4, 4, 64), jnp.float32, 1e-5)
+  assert onednn.batch_norm_vectorized((2, 4, 4, 64), jnp.bfloat16, 1e-5, True)
+  assert not onednn.batch_norm_vectorized((2, 4, 4, 13), jnp.float32, 1e-5)
+  assert not onednn.batch_norm_vectorized((2, 4, 4, 13), jnp.bfloat16, 1e-5)
+  assert not onednn.batch_norm_vectorized((2, 4, 13), jnp.float32, 1e-5)
+  x = jnp.ones((2, 4, 4, 64))
+  for features, on_onednn in ((64, True), (13, False)):
+    bn = BatchNorm(relu=True, onednn=True)
+    x = jnp.ones((2, 4, 4, features))
+    variables = bn.init(jax.random.key(0), x)
+    hlo = jax.jit(lambda v, x, bn=bn: bn.apply(v, x, mutable=['batch_stats'])
+                 ).lower(variables, x).as_text()
+    assert ('inception_onednn_batch_norm_fwd' in hlo) == on_onednn
+
+
+@needs_onednn
+def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
+  """bf16 in: conv, max pool and BatchNorm return bf16, rounded once."""
+  x = jax.random.normal(jax.random.key(9), (2, 9, 9, 16)).astype(jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(10), (3, 3, 16, 32)) * 0.2
+  conv = lambda x, w: conv_ops.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
+  y = jax.jit(conv)(x, w)
+  assert y.dtype == jnp.bfloat16
+  ref = conv_ops.conv2d(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
+      jnp.float32), 1, 'SAME', 'xla')
+  # f32 sums in another order, then one rounding to bf16 (8 bits).
+  np.testing.assert_allclose(np.float32(y), ref, rtol=2 ** -7, atol=1e-2)
+  dx, dw = _grads(conv, x, w)
+  assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+  pool = lambda x, impl: conv_ops.max_pool(x, 3, 2, 'SAME', impl)
+  got = jax.jit(pool, static_argnums=1)(y, 'onednn')
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.float32(got), np.float32(pool(y, 'xla')))
+  grad = lambda impl: jax.jit(jax.grad(lambda y: jnp.sum(
+      pool(y, impl).astype(jnp.float32) * jnp.arange(1.0, 33.0))))(y)
+  np.testing.assert_array_equal(np.float32(grad('onednn')),
+                                np.float32(grad('xla')))
+
+
+def test_activations_are_bfloat16_only_on_onednn_with_batchnorm(monkeypatch):
+  """Measured: bf16 activations pay only where oneDNN owns the elementwise work."""
+  monkeypatch.setattr(conv_ops, 'uses_onednn', lambda impl: impl == 'onednn')
+  bf16, f32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
+  assert conv_ops.activation_dtype('onednn', jnp.bfloat16) == bf16
+  assert conv_ops.activation_dtype('onednn', 'bfloat16', use_bn=False) == f32
+  assert conv_ops.activation_dtype('onednn', jnp.float32) == f32
+  assert conv_ops.activation_dtype('onednn', None) == f32
+  assert conv_ops.activation_dtype('gemm', jnp.bfloat16) == f32
+
+
+@needs_onednn
+def test_training_mode_model_does_not_depend_on_the_kernels():
+  """BatchNorm on batch statistics (+ fused ReLU) and its running averages."""
+  x = jax.random.normal(jax.random.key(11), (4, 32, 32, 3))
+  out = {}
+  for impl in ('xla', 'onednn'):
+    model = models.get_model('googlenet_cifar_tiny', conv_impl=impl)
+    variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+
+    def loss(p, v=variables, m=model):
+      logits, state = m.apply({**v, 'params': p}, x, train=True,
+                              mutable=['batch_stats'])
+      return jnp.sum(jnp.sin(logits)), state
+
+    out[impl] = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables['params'])
+    if impl == 'onednn':  # its widths take both BatchNorm kernels
+      hlo = jax.jit(jax.grad(lambda p, loss=loss: loss(p)[0])).lower(
+          variables['params']).as_text()
+      layers = len(jax.tree.leaves(variables['batch_stats'])) // 2
+      assert 0 < hlo.count('inception_onednn_batch_norm_bwd') < layers
+  (l1, s1), g1 = out['onednn']
+  (l2, s2), g2 = out['xla']
+  np.testing.assert_allclose(l1, l2, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # Batch statistics of 4 images make the small per-channel gradients
+  # ill-conditioned: XLA's own 'xla' and 'gemm' kernels differ by 0.3% of
+  # the largest entry there, oneDNN's by 0.4%.
+  scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(g2))
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, atol=0.01 * scale)
+
+
+@needs_onednn
+def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
+  """oneDNN's bf16 activations stray from float32 no more than bf16 GEMMs do."""
+  x = jax.random.normal(jax.random.key(12), (4, 32, 32, 3))
+  out = {}
+  for impl, dtype in (('gemm', 'float32'), ('gemm', 'bfloat16'),
+                      ('onednn', 'bfloat16')):
+    model = models.get_model('googlenet_cifar_tiny', conv_impl=impl,
+                             dtype=dtype)
+    variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+    loss = lambda p, v=variables, m=model: jnp.mean(jnp.square(m.apply(
+        {**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0]))
+    loss_value, grads = jax.jit(jax.value_and_grad(loss))(variables['params'])
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    out[impl, dtype] = loss_value, jnp.concatenate(
+        [g.ravel() for g in jax.tree.leaves(grads)])
+    text = str(jax.make_jaxpr(loss)(variables['params']))
+    # The stem conv's output: bf16 on oneDNN, float32 on the GEMM path.
+    assert ('bf16[4,32,32,12]' in text) == (impl == 'onednn')
+  f32_loss, f32_grad = out['gemm', 'float32']
+  cosine = lambda g: float(g @ f32_grad / jnp.linalg.norm(g)
+                           / jnp.linalg.norm(f32_grad))
+  # A net this narrow (1-channel BatchNorms) is far from float32 in bf16
+  # either way: cosine 0.86 for bf16 GEMMs, 0.84 with bf16 activations.
+  assert cosine(out['onednn', 'bfloat16'][1]) > cosine(
+      out['gemm', 'bfloat16'][1]) - 0.05
+  for key in (('gemm', 'bfloat16'), ('onednn', 'bfloat16')):
+    np.testing.assert_allclose(out[key][0], f32_loss, rtol=0.02)

@@ -72,6 +72,21 @@ ffi::Error Guarded(Fn fn) {
   return ffi::Error::Success();
 }
 
+// An f32 or bf16 buffer's oneDNN data type; any other dtype is an error
+// naming ``what``.
+inline ffi::Error ToDnnlType(ffi::DataType t, memory::data_type* dt,
+                             const char* what) {
+  if (t == ffi::DataType::F32) {
+    *dt = memory::data_type::f32;
+  } else if (t == ffi::DataType::BF16) {
+    *dt = memory::data_type::bf16;
+  } else {
+    return ffi::Error::InvalidArgument(std::string("oneDNN: ") + what +
+                                       " must be f32 or bf16");
+  }
+  return ffi::Error::Success();
+}
+
 // The plan built once per key (shape and attributes); call with the lock held.
 template <typename T, typename Build>
 const T& Cached(const std::string& key, Build build) {

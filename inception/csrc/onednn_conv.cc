@@ -1,8 +1,9 @@
 // oneDNN convolutions for XLA:CPU, as XLA FFI handlers (inception/onednn.py).
 //
 // Three handlers, NHWC activations and HWIO kernels as in the rest of the
-// codebase; the operands are float32 or bfloat16, every output is float32
-// (bf16 products accumulate in float32 inside oneDNN):
+// codebase; the operands are float32 or bfloat16 and accumulate in float32
+// inside oneDNN; y and dx come out in their result buffer's dtype (float32,
+// or bfloat16 where the activations are bf16), dw always in float32:
 //   inception_onednn_conv_fwd:       y  = conv(x, w)
 //   inception_onednn_conv_bwd_data:  dx = conv_transpose(dy, w)
 //   inception_onednn_conv_bwd_wei:   dw = correlation(x, dy)
@@ -27,13 +28,14 @@ struct Geometry {
   int64_t ho, wo, o;        // output (or output gradient)
   int64_t kh, kw;           // kernel
   int64_t stride, pt, pb, pl, pr;
-  memory::data_type operand;  // x, w and dy; the result is always f32
+  memory::data_type operand;  // x, w and dy
+  memory::data_type result;   // y or dx (dw is always f32)
 
   std::string Key(const char* op) const {
     std::ostringstream s;
     s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
       << wo << ',' << o << ',' << kh << ',' << kw << ',' << stride << ',' << pt
-      << ',' << pb << ',' << pl << ',' << pr << ',' << int(operand);
+      << ',' << pb << ',' << pl << ',' << pr << ',' << int(operand) << ',' << int(result);
     return s.str();
   }
   memory::desc Src(memory::data_type t) const {
@@ -78,17 +80,16 @@ void* WeightScratch(size_t bytes) {
 ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions in,
                         ffi::AnyBuffer::Dimensions out,
                         ffi::AnyBuffer::Dimensions kernel,
-                        ffi::DataType operand, int64_t stride, int64_t pt,
-                        int64_t pb, int64_t pl, int64_t pr, Geometry* g) {
+                        ffi::DataType operand, ffi::DataType result,
+                        int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                        int64_t pr, Geometry* g) {
   *g = Geometry{in[0], in[1], in[2], in[3], out[1], out[2], out[3],
                 kernel[0], kernel[1], stride, pt, pb, pl, pr,
-                memory::data_type::f32};
-  if (operand == ffi::DataType::BF16) {
-    g->operand = memory::data_type::bf16;
-  } else if (operand != ffi::DataType::F32) {
-    return ffi::Error::InvalidArgument("oneDNN conv: operands must be f32 or bf16");
-  }
-  return ffi::Error::Success();
+                memory::data_type::f32, memory::data_type::f32};
+  if (auto err = ToDnnlType(operand, &g->operand, "conv operands");
+      err.failure())
+    return err;
+  return ToDnnlType(result, &g->result, "conv results");
 }
 
 // The kernel in the primitive's layout: the user's HWIO buffer itself, or
@@ -120,14 +121,14 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                        int64_t pad_right) {
   Geometry g;
   if (auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(),
-                              x.element_type(), stride, pad_top, pad_bottom,
-                              pad_left, pad_right, &g);
+                              x.element_type(), y->element_type(), stride,
+                              pad_top, pad_bottom, pad_left, pad_right, &g);
       err.failure())
     return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
     const Plan& p = Cached<Plan>(g.Key("fwd"), [&] {
-      auto pd = g.Forward(eng, memory::data_type::f32);
+      auto pd = g.Forward(eng, g.result);
       return WithWeightReorder(dnnl::convolution_forward(pd),
                                g.UserWeights(g.operand), pd.weights_desc(),
                                /*to_user=*/false);
@@ -138,8 +139,7 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
     p.conv.execute(
         s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
             {DNNL_ARG_WEIGHTS, conv_w},
-            {DNNL_ARG_DST,
-             memory(g.Dst(memory::data_type::f32), eng, y->untyped_data())}});
+            {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y->untyped_data())}});
     s.wait();
   });
 }
@@ -150,8 +150,9 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                            int64_t pad_left, int64_t pad_right) {
   Geometry g;
   if (auto err = MakeGeometry(dx->dimensions(), dy.dimensions(),
-                              w.dimensions(), dy.element_type(), stride,
-                              pad_top, pad_bottom, pad_left, pad_right, &g);
+                              w.dimensions(), dy.element_type(),
+                              dx->element_type(), stride, pad_top, pad_bottom,
+                              pad_left, pad_right, &g);
       err.failure())
     return err;
   return Guarded([&] {
@@ -159,8 +160,8 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
     const Plan& p = Cached<Plan>(g.Key("bwd_data"), [&] {
       auto hint = g.Forward(eng, g.operand);
       dnnl::convolution_backward_data::primitive_desc pd(
-          eng, dnnl::algorithm::convolution_direct,
-          g.Src(memory::data_type::f32), g.AnyWeights(g.operand),
+          eng, dnnl::algorithm::convolution_direct, g.Src(g.result),
+          g.AnyWeights(g.operand),
           g.Dst(g.operand), {stride, stride}, {g.pt, g.pl}, {g.pb, g.pr},
           hint);
       return WithWeightReorder(dnnl::convolution_backward_data(pd),
@@ -175,7 +176,7 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
              memory(g.Dst(g.operand), eng, dy.untyped_data())},
             {DNNL_ARG_WEIGHTS, conv_w},
             {DNNL_ARG_DIFF_SRC,
-             memory(g.Src(memory::data_type::f32), eng, dx->untyped_data())}});
+             memory(g.Src(g.result), eng, dx->untyped_data())}});
     s.wait();
   });
 }
@@ -186,10 +187,13 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                               int64_t pad_left, int64_t pad_right) {
   Geometry g;
   if (auto err = MakeGeometry(x.dimensions(), dy.dimensions(),
-                              dw->dimensions(), x.element_type(), stride,
-                              pad_top, pad_bottom, pad_left, pad_right, &g);
+                              dw->dimensions(), x.element_type(),
+                              dw->element_type(), stride, pad_top, pad_bottom,
+                              pad_left, pad_right, &g);
       err.failure())
     return err;
+  if (g.result != memory::data_type::f32)
+    return ffi::Error::InvalidArgument("oneDNN conv: dw must be f32");
   const auto f32 = memory::data_type::f32;
   return Guarded([&] {
     dnnl::engine& eng = Engine();

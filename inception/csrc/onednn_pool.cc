@@ -2,7 +2,7 @@
 //
 //   inception_onednn_max_pool_fwd: x -> (y, workspace)
 //   inception_onednn_max_pool_bwd: (dy, workspace) -> dx
-// NHWC float32, square window; attributes: window, stride, pad_top,
+// NHWC float32 or bfloat16 (dy and dx in x's dtype), square window; attributes: window, stride, pad_top,
 // pad_bottom, pad_left, pad_right (int64). Padded positions never win, as
 // with XLA's -inf padding. The workspace is oneDNN's record of each window's
 // argmax, so the backward pass routes dy without comparing again; its size
@@ -19,19 +19,20 @@ namespace {
 
 struct Pool {
   int64_t n, h, w, c, ho, wo, window, stride, pt, pb, pl, pr;
+  memory::data_type dt;
 
   std::string Key(const char* op) const {
     std::ostringstream s;
     s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
       << wo << ',' << window << ',' << stride << ',' << pt << ',' << pb << ','
-      << pl << ',' << pr;
+      << pl << ',' << pr << ',' << int(dt);
     return s.str();
   }
   memory::desc Src() const {
-    return memory::desc({n, c, h, w}, memory::data_type::f32, tag::nhwc);
+    return memory::desc({n, c, h, w}, dt, tag::nhwc);
   }
   memory::desc Dst() const {
-    return memory::desc({n, c, ho, wo}, memory::data_type::f32, tag::nhwc);
+    return memory::desc({n, c, ho, wo}, dt, tag::nhwc);
   }
   dnnl::pooling_forward::primitive_desc Forward() const {
     return dnnl::pooling_forward::primitive_desc(
@@ -58,11 +59,10 @@ ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
                           int64_t window, int64_t stride, int64_t pad_top,
                           int64_t pad_bottom, int64_t pad_left,
                           int64_t pad_right) {
-  if (x.element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("oneDNN max pool: x must be f32");
   auto xd = x.dimensions(), yd = y->dimensions();
   Pool p{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], window, stride,
-         pad_top, pad_bottom, pad_left, pad_right};
+         pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
+  if (auto err = ToDnnlType(x.element_type(), &p.dt, "max pool's x"); err.failure()) return err;
   return Guarded([&] {
     const PoolPlan& plan = ForwardPlan(p);
     if (plan.workspace.get_size() > workspace->size_bytes())
@@ -82,11 +82,10 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
                           ffi::Result<ffi::AnyBuffer> dx, int64_t window,
                           int64_t stride, int64_t pad_top, int64_t pad_bottom,
                           int64_t pad_left, int64_t pad_right) {
-  if (dy.element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("oneDNN max pool: dy must be f32");
   auto dyd = dy.dimensions(), xd = dx->dimensions();
   Pool p{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], window, stride,
-         pad_top, pad_bottom, pad_left, pad_right};
+         pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
+  if (auto err = ToDnnlType(dy.element_type(), &p.dt, "max pool's dy"); err.failure()) return err;
   return Guarded([&] {
     const PoolPlan& fwd = ForwardPlan(p);
     const PoolPlan& plan = Cached<PoolPlan>(p.Key("max_pool_bwd"), [&] {
@@ -111,12 +110,15 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
 }  // namespace inception_onednn
 
 // The forward workspace's size in bytes, or -1 if oneDNN refuses the shape.
+// bf16: 1 for bfloat16 activations, 0 for float32.
 extern "C" int64_t InceptionOnednnMaxPoolWorkspaceBytes(
     int64_t n, int64_t h, int64_t w, int64_t c, int64_t ho, int64_t wo,
     int64_t window, int64_t stride, int64_t pad_top, int64_t pad_bottom,
-    int64_t pad_left, int64_t pad_right) {
-  inception_onednn::Pool p{n, h, w, c, ho, wo, window, stride,
-                           pad_top, pad_bottom, pad_left, pad_right};
+    int64_t pad_left, int64_t pad_right, int64_t bf16) {
+  inception_onednn::Pool p{
+      n, h, w, c, ho, wo, window, stride, pad_top, pad_bottom, pad_left,
+      pad_right,
+      bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32};
   int64_t bytes = -1;
   auto status = inception_onednn::Guarded(
       [&] { bytes = inception_onednn::ForwardPlan(p).workspace.get_size(); });
