@@ -91,6 +91,8 @@ def load_config(args):
   if args.batch_size is not None:
     config.batch_size = args.batch_size
   config.dtype = args.dtype.split(',')[0]  # validated by the library
+  if args.activation_dtype:
+    config.model.activation_dtype = args.activation_dtype
   config.conv_impl = args.conv_impl.split(',')[0]
   # Offline and small: the step's speed depends on the batch shape only.
   config.dataset, config.data_dir = 'digits', ''
@@ -375,6 +377,10 @@ def main():
   parser.add_argument('--dtype', default='float32',
                       help="'float32', 'bfloat16', or both, comma-separated:"
                       ' one JAX runner each, timed in turn')
+  parser.add_argument('--activation_dtype', default='',
+                      choices=('', 'float32', 'bfloat16'),
+                      help="the model's activation_dtype; default: its rule "
+                      '(conv_ops.activation_dtype)')
   parser.add_argument('--conv_impl', default='auto',
                       help="auto, xla or gemm; a list such as 'xla,auto' "
                       'times each, side by side (ratios against the first)')

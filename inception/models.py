@@ -17,6 +17,17 @@ from inception.layers import (ConvBN, Dense, InceptionBlock, InceptionWidths,
 
 Dtype = Any
 
+
+def _activations(model, x):
+  """``x`` in the dtype ``model`` keeps its activations in.
+
+  ``model.activation_dtype`` if set, else the measured rule of
+  ``conv_ops.activation_dtype`` (bf16 only on oneDNN with BatchNorm).
+  """
+  dtype = model.activation_dtype or conv_ops.activation_dtype(
+      model.conv_impl, model.dtype, model.use_bn)
+  return x.astype(dtype)
+
 # Table 1 of Szegedy et al. 2014: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
 # pool proj.
 TABLE1 = {
@@ -43,6 +54,8 @@ class NiN(nn.Module):
     bottleneck: if False, every hidden 1x1 layer is removed (the final 1x1
       classifier stays), leaving a plain three-conv network.
     width: multiplier on every hidden width.
+    activation_dtype: the activations' dtype between layers; None follows
+      ``conv_ops.activation_dtype`` (float32 here: NiN has no BatchNorm).
   """
   num_classes: int = 10
   bottleneck: bool = True
@@ -51,9 +64,11 @@ class NiN(nn.Module):
   use_bn: bool = False
   conv_impl: str = 'auto'
   dtype: Dtype | None = None
+  activation_dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    x = _activations(self, x)
     s = lambda c: scale_width(c, self.width)
     blocks = [((s(192), s(160), s(96)), 5), ((s(192), s(192), s(192)), 5),
               ((s(192), s(192), self.num_classes), 3)]
@@ -109,6 +124,8 @@ class _InceptionStack(nn.Module):
 
   ``bottleneck``, ``pool_proj`` and ``separable`` are the Inception module's
   options (``layers.InceptionBlock``); they leave the stem unchanged.
+  ``activation_dtype`` is the activations' dtype between layers; None
+  follows ``conv_ops.activation_dtype`` (bf16 with bf16 ``dtype`` on oneDNN).
   """
   bottleneck: bool = True
   pool_proj: bool = True
@@ -120,11 +137,7 @@ class _InceptionStack(nn.Module):
   pool_padding: Any = 'SAME'
   conv_impl: str = 'auto'
   dtype: Dtype | None = None
-
-  def activations(self, x):
-    """The input in the dtype the network computes on (``conv_ops``)."""
-    return x.astype(conv_ops.activation_dtype(self.conv_impl, self.dtype,
-                                              self.use_bn))
+  activation_dtype: Dtype | None = None
 
   def inception(self, x, stage, train):
     return InceptionBlock(
@@ -170,7 +183,7 @@ class GoogLeNet(_InceptionStack):
   def __call__(self, x, train: bool = False):
     kw = dict(use_bn=self.use_bn, conv_impl=self.conv_impl, dtype=self.dtype)
     s = lambda c: scale_width(c, self.width)
-    x = self.activations(x)
+    x = _activations(self, x)
     x = ConvBN(s(64), 7, strides=2, name='conv1', **kw)(x, train)
     x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
     x = ReducedConv(s(64), s(192), 3, name='conv2', **kw)(x, train)
@@ -194,7 +207,7 @@ class GoogLeNetCIFAR(_InceptionStack):
   def __call__(self, x, train: bool = False):
     x = ConvBN(scale_width(192, self.width), 3, use_bn=self.use_bn,
                conv_impl=self.conv_impl, dtype=self.dtype, name='stem')(
-                   self.activations(x), train)
+                   _activations(self, x), train)
     return self.head(self.stages(x, train), self.dropout_rate, train)
 
 
@@ -263,8 +276,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
                     f' are: {", ".join(valid)}')
   kwargs = {**dict(spec.defaults), **kwargs}
   kwargs['width'] = kwargs.get('width', 1.0) * spec.width_scale
-  if isinstance(kwargs.get('dtype'), str):
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  for key in ('dtype', 'activation_dtype'):
+    if isinstance(kwargs.get(key), str):
+      kwargs[key] = jnp.dtype(kwargs[key]) if kwargs[key] else None
   return spec.cls(**kwargs)
 
 

@@ -316,3 +316,22 @@ def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
       out['gemm', 'bfloat16'][1]) - 0.05
   for key in (('gemm', 'bfloat16'), ('onednn', 'bfloat16')):
     np.testing.assert_allclose(out[key][0], f32_loss, rtol=0.02)
+
+
+@needs_onednn
+@pytest.mark.parametrize('name,override,want', [
+    ('nin_cifar_tiny', None, jnp.float32),  # no BatchNorm: the rule says f32
+    ('nin_cifar_tiny', 'bfloat16', jnp.bfloat16),
+    ('googlenet_cifar_tiny', None, jnp.bfloat16),
+    ('googlenet_cifar_tiny', 'float32', jnp.float32)])
+def test_a_model_option_overrides_the_activation_rule(name, override, want):
+  kwargs = {} if override is None else {'activation_dtype': override}
+  model = models.get_model(name, conv_impl='onednn', dtype='bfloat16',
+                           **kwargs)
+  variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+  jaxpr = jax.make_jaxpr(lambda x: model.apply(variables, x))(
+      jnp.zeros((2, 32, 32, 3)))
+  first_conv = next(e for e in jaxpr.jaxpr.eqns
+                    if e.primitive.name == 'custom_vjp_call')
+  assert first_conv.outvars[0].aval.dtype == want
+  assert jaxpr.out_avals[0].dtype == jnp.float32  # logits
