@@ -25,6 +25,9 @@ Args (``--config configs/inception_cifar.py:ARGS``, comma separated):
           --config.dataset=folder:/tmp/cifar10 --config.train_split='train[:90%]' \
           --config.eval_split='train[90%:]' --workdir /tmp/c
       python benchmarks/time_to_accuracy.py --workdir /tmp/c
+
+    With --config.dtype=bfloat16 (bf16 activations on oneDNN): 0.8172 at 14.2
+    min (seed 0) and 0.8170 at 13.2 min (seed 1) (results/cpu_bf16_accuracy).
   ablation: the CIFAR-10 bottleneck ablation's protocol (results/cifar10_ablation),
     frozen: the cpu network with the recipe it ran with, batch 256, peak lr
     0.3, 4 epochs, an evaluation every half epoch, no flip TTA.

@@ -195,19 +195,40 @@ def test_published_bf16_accuracy_is_what_the_runs_say():
   """results/cpu_bf16_accuracy: each curve in its README, and bf16 within 0.5 points."""
   from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top
   folder = os.path.join(RESULTS, 'cpu_bf16_accuracy')
+  fp32 = os.path.join(RESULTS, 'cpu_time_to_accuracy')
   with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
     readme = f.read()
-  runs = {
-      'bf16': os.path.join(folder, 'bf16_b128_lr0.2_6.5ep_flip_ema0.99_seed0'),
-      'fp32': os.path.join(RESULTS, 'cpu_time_to_accuracy',
-                           'b128_lr0.2_6.5ep_flip_ema0.99_seed0'),
-      'fp32 onednn': os.path.join(RESULTS, 'cpu_time_to_accuracy',
-                                  'onednn_b128_lr0.2_6.5ep_flip_ema0.99_seed0')}
-  final = {}
-  for name, workdir in runs.items():
+  with open(os.path.join(folder, 'table.md'), encoding='utf-8') as f:
+    assert time_to_accuracy.runs_table(folder, [5, 10, 15, 20]) == f.read()
+  # (bf16 run, its fp32 references: same recipe and seed)
+  pairs = [('bf16_b128_lr0.2_6.5ep_flip_ema0.99_seed0',
+            ['b128_lr0.2_6.5ep_flip_ema0.99_seed0',
+             'onednn_b128_lr0.2_6.5ep_flip_ema0.99_seed0'])] + [
+                 (f'bf16_acts_b128_lr0.2_8ep_flip_ema0.99_seed{s}',
+                  [f'onednn_b128_lr0.2_8ep_flip_ema0.99_seed{s}'])
+                 for s in (0, 1)] + [
+                     ('bf16_acts_b128_lr0.2_8ep_flip_ema0.99_seed0',
+                      ['onednn_bn_b128_lr0.2_8ep_flip_ema0.99_seed0'])]
+
+  def final(workdir):
     curve = [p['accuracy'] for p in time_to_accuracy.eval_curve(workdir)]
     quoted = ' / '.join(f'{a:.4f}' for a in curve[:-1]) + f' / **{curve[-1]:.4f}**'
-    assert quoted in readme, name
-    final[name] = curve[-1]
-  assert abs(final['bf16'] - final['fp32']) < 0.005
-  assert abs(final['bf16'] - final['fp32 onednn']) < 0.005
+    assert quoted in readme, workdir
+    return curve[-1]
+
+  for bf16, references in pairs:
+    ours = final(os.path.join(folder, bf16))
+    for reference in references:
+      assert abs(ours - final(os.path.join(fp32, reference))) < 0.005
+  # The two-seed comparison, as the README words it.
+  arms = {name: [final(os.path.join(where, f'{run}_seed{s}')) for s in (0, 1)]
+          for name, where, run in (
+              ('bf16', folder, 'bf16_acts_b128_lr0.2_8ep_flip_ema0.99'),
+              ('fp32', fp32, 'onednn_b128_lr0.2_8ep_flip_ema0.99'))}
+  text = ' '.join(readme.split())
+  for name, values in arms.items():
+    arm = stats.summarize(values)
+    assert (f'{name} {arm.mean:.4f} ± {arm.std:.4f} (95% CI '
+            f'[{arm.ci_low:.4f}, {arm.ci_high:.4f}])') in text
+  sentence = stats.compare('bf16', arms['bf16'], 'fp32', arms['fp32']).sentence()
+  assert sentence[:-1].split(' (', 1)[1] in text
