@@ -195,8 +195,8 @@ _CLASSES = {'nin_cifar': TorchNiN, 'nin_cifar_tiny': TorchNiN,
 def torch_model_for(name, **kwargs):
   """The torch twin of ``inception.models.get_model(name, **kwargs)``.
 
-  ``dtype`` and ``conv_impl`` are accepted and ignored (torch's precision is
-  chosen with ``torch.autocast``), so ``build.model_kwargs(config)`` can be
+  ``dtype``, ``activation_dtype`` and ``conv_impl`` are accepted and ignored
+  (torch's precision is chosen with ``torch.autocast``), so ``build.model_kwargs(config)`` can be
   passed as is. ``width`` is scaled by the registry's ``width_scale`` with the
   same arithmetic as ``get_model``, so tiny variants round identically.
   """
@@ -204,7 +204,8 @@ def torch_model_for(name, **kwargs):
     raise ValueError(f'no torch model for {name!r}; have {sorted(_CLASSES)}')
   if kwargs.pop('separable', False):
     raise NotImplementedError('the torch twins have no separable variant')
-  kwargs = {k: v for k, v in kwargs.items() if k not in ('dtype', 'conv_impl')}
+  kwargs = {k: v for k, v in kwargs.items()
+            if k not in ('dtype', 'activation_dtype', 'conv_impl')}
   kwargs['width'] = kwargs.get('width', 1.0) * MODELS[name].width_scale
   return _CLASSES[name](**kwargs)
 

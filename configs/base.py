@@ -44,6 +44,7 @@ def get_config():
 
   config.dtype = 'float32'  # GEMM operands: 'float32' or 'bfloat16' (accumulates in fp32).
   config.conv_impl = 'auto'  # conv / pool kernels: 'auto' (per backend), 'xla', 'gemm', 'onednn'.
+  config.activation_dtype = 'auto'  # Between layers: 'auto' (bf16 only where measured to pay), 'float32', 'bfloat16'.
 
   config.seed = 0  # Seeds init, dropout and the data order; same seed -> same run.
   config.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every N steps.

@@ -2,7 +2,8 @@
 
 Split from ``inception.layers``: the statistics, the custom VJP and the
 module. Its backward pass is the same arithmetic as autodiff's (tested equal
-to ``flax.linen.BatchNorm``), in fewer passes over the activations, so it is
+to ``flax.linen.BatchNorm``; unlike flax, a bf16 input gives a bf16 output,
+the statistics staying float32), in fewer passes over the activations, so it is
 used on every backend rather than behind ``conv_impl``. Where the
 convolutions run on oneDNN, ``BatchNorm(onednn=True)`` trains on oneDNN's
 kernel instead (``inception.onednn.batch_norm``), with the ReLU fused.

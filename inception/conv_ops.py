@@ -58,11 +58,13 @@ def uses_onednn(impl: str) -> bool:
           and onednn.available())
 
 
-def activation_dtype(impl: str, compute_dtype=None, use_bn: bool = True):
+def activation_dtype(impl: str, compute_dtype=None,
+                     bn_after_every_conv: bool = True):
   """The dtype a model keeps its activations in between layers.
 
   bfloat16 when the compute dtype is bf16, ``impl`` runs on oneDNN and
-  BatchNorm follows every convolution: oneDNN's convolutions, BatchNorm +
+  BatchNorm follows every convolution (no depthwise layers, which are
+  XLA's): oneDNN's convolutions, BatchNorm +
   ReLU and max pooling then read and write bf16 as it is, which halves the
   memory traffic and drops a conversion pass around each kernel
   (full-width GoogLeNet-CIFAR: 1.3x the step with float32 activations).
@@ -72,7 +74,7 @@ def activation_dtype(impl: str, compute_dtype=None, use_bn: bool = True):
   convolutions gain (0.67x); GPU and TPU keep float32 activations with bf16
   GEMM operands. Measurements: ``benchmarks/README.md``.
   """
-  if (use_bn and compute_dtype is not None
+  if (bn_after_every_conv and compute_dtype is not None
       and jnp.dtype(compute_dtype) == jnp.bfloat16 and uses_onednn(impl)):
     return jnp.dtype(jnp.bfloat16)
   return jnp.dtype(jnp.float32)

@@ -11,7 +11,8 @@ Two reasons to own it rather than let JAX differentiate a 4-D ``dot_general``:
   GEMM XLA:CPU runs faster than fp32 (a bf16 output is slower than fp32; see
   ``benchmarks/README.md``); on GPU and TPU it is the usual mixed-precision
   GEMM. Everything around the GEMM (BatchNorm, ReLU, pooling, the loss)
-  stays in the activations' dtype, float32.
+  stays in the activations' dtype, float32 on this path
+  (``conv_ops.activation_dtype``).
 """
 import functools
 

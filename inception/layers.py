@@ -135,7 +135,7 @@ class DepthwiseConv(nn.Module):
   codebase it is always followed by a pointwise (1x1) layer, whose bias or
   BatchNorm offset absorbs it. See ``conv_ops.depthwise_conv2d`` for
   ``conv_impl``. It has no GEMM, so no compute ``dtype``: it runs in the
-  activations' dtype (float32), like BatchNorm and pooling.
+  activations' dtype, like BatchNorm and pooling.
   """
   kernel_size: int
   strides: int = 1

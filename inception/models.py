@@ -22,10 +22,13 @@ def _activations(model, x):
   """``x`` in the dtype ``model`` keeps its activations in.
 
   ``model.activation_dtype`` if set, else the measured rule of
-  ``conv_ops.activation_dtype`` (bf16 only on oneDNN with BatchNorm).
+  ``conv_ops.activation_dtype`` (bf16 only on oneDNN with BatchNorm after
+  every convolution: not NiN, nor the separable GoogLeNets' depthwise
+  layers).
   """
+  separable = getattr(model, 'separable', False)
   dtype = model.activation_dtype or conv_ops.activation_dtype(
-      model.conv_impl, model.dtype, model.use_bn)
+      model.conv_impl, model.dtype, model.use_bn and not separable)
   return x.astype(dtype)
 
 # Table 1 of Szegedy et al. 2014: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,

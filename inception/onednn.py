@@ -1,13 +1,16 @@
-"""Convolutions and max pooling on oneDNN, called from XLA:CPU through the FFI.
+"""Convolutions, max pooling and BatchNorm on oneDNN, from XLA:CPU via the FFI.
 
 XLA:CPU's own convolutions and thin GEMMs run well below the CPU's peak,
 most of all in the backward pass; PyTorch's CPU convolutions are oneDNN's.
 ``conv2d`` runs the forward pass and both gradients as oneDNN convolutions
 (``inception/csrc/onednn_conv.cc``, built by ``setup.py``: ``make install``),
-NHWC in and out, so nothing around them changes. With ``compute_dtype=bfloat16`` the
-operands are bf16 and the products accumulate, and come out, in float32.
-``max_pool`` keeps oneDNN's argmax record (its workspace) from the forward
-pass for the backward pass (``inception/csrc/onednn_pool.cc``).
+NHWC in and out, so nothing around them changes. With ``compute_dtype=bfloat16``
+the operands are bf16 and the products accumulate in float32; the result and
+the input gradient come out in x's dtype (float32, or bf16 for bf16
+activations). ``max_pool`` keeps oneDNN's argmax record (its workspace) from
+the forward pass for the backward pass (``inception/csrc/onednn_pool.cc``).
+``batch_norm`` is training-mode BatchNorm with an optional fused ReLU, whose
+mask is likewise kept (``inception/csrc/onednn_bnorm.cc``).
 
 The kernels are optional: ``available()`` is False where the extension was
 not built (no oneDNN for the platform) and ``conv_impl='auto'`` then keeps
@@ -98,10 +101,13 @@ def _cast(a, dtype):
   return a if dtype is None or a.dtype == dtype else a.astype(dtype)
 
 
-def _result(dtype):
-  """A handler's result dtype for activations of ``dtype``: bf16 or f32."""
-  return jnp.dtype(jnp.bfloat16) if dtype == jnp.bfloat16 else jnp.dtype(
-      jnp.float32)
+def _result(dtype, operands):
+  """A conv's result dtype for activations of ``dtype``: bf16 or f32.
+
+  bf16 only from bf16 operands: oneDNN has no f32 x f32 -> bf16 convolution.
+  """
+  bf16 = dtype == jnp.bfloat16 and operands == jnp.bfloat16
+  return jnp.dtype(jnp.bfloat16 if bf16 else jnp.float32)
 
 
 def _out_hw(size, k, stride, lo, hi):
@@ -122,7 +128,8 @@ def _conv_fwd(x, kernel, strides, padding, compute_dtype):
   k, kw, _, cout = kernel.shape
   ho = _out_hw(h, k, strides, *padding[0])
   wo = _out_hw(w, kw, strides, *padding[1])
-  y = _call('fwd', jax.ShapeDtypeStruct((n, ho, wo, cout), _result(x.dtype)),
+  y = _call('fwd', jax.ShapeDtypeStruct((n, ho, wo, cout),
+                                        _result(x.dtype, xc.dtype)),
             xc, wc, **_window(padding, strides))
   return y.astype(x.dtype), (xc, wc, jnp.zeros((), x.dtype),
                              jnp.zeros((), kernel.dtype))
@@ -133,8 +140,8 @@ def _conv_bwd(strides, padding, compute_dtype, residuals, dy):
   xc, wc, x_like, w_like = residuals
   dyc = dy.astype(xc.dtype)
   window = _window(padding, strides)
-  dx = _call('bwd_data', jax.ShapeDtypeStruct(xc.shape, _result(x_like.dtype)),
-             dyc, wc, **window)
+  dx = _call('bwd_data', jax.ShapeDtypeStruct(
+      xc.shape, _result(x_like.dtype, xc.dtype)), dyc, wc, **window)
   dw = _call('bwd_weights', jax.ShapeDtypeStruct(wc.shape, jnp.float32), xc,
              dyc, **window)
   return dx.astype(x_like.dtype), dw.astype(w_like.dtype)
@@ -288,5 +295,7 @@ def batch_norm(x, scale, bias, epsilon: float, relu: bool = False):
     ``(y, batch mean, biased batch variance)``, the statistics in float32
     and without gradient, as ``inception.batchnorm.batch_norm_train``.
   """
+  if x.ndim != 4:
+    raise ValueError(f'oneDNN batch norm takes NHWC arrays, got {x.shape}')
   return _batch_norm(x, scale.astype(jnp.float32), bias.astype(jnp.float32),
                      float(epsilon), bool(relu))

@@ -22,6 +22,7 @@ class ModelSpec:
   conv_impl: str
   image_size: int
   channels: int
+  activation_dtype: str = 'auto'  # or a dtype; 'auto': conv_ops' rule
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
@@ -30,9 +31,13 @@ class ModelSpec:
 
   @property
   def kwargs(self) -> dict:
-    """Options for ``models.get_model``: fields but name, dtype, conv_impl."""
+    """Options for ``models.get_model``: fields but name, and the dtypes and
+    kernels, which are not part of the checkpoint's signature."""
+    activations = None if self.activation_dtype == 'auto' else (
+        self.activation_dtype)
     return {**{k: v for k, v in self.fields if k != 'name'},
-            'dtype': self.dtype, 'conv_impl': self.conv_impl}
+            'dtype': self.dtype, 'activation_dtype': activations,
+            'conv_impl': self.conv_impl}
 
   @property
   def num_classes(self) -> int:
@@ -88,7 +93,8 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   return ModelSpec(str(config.model.name), tuple(config.model.items()),
                    str(config.get('dtype', 'float32')),
                    str(config.get('conv_impl', 'auto')),
-                   int(config.image_size), int(config.channels))
+                   int(config.image_size), int(config.channels),
+                   str(config.get('activation_dtype', 'auto')))
 
 
 def read(config: ml_collections.ConfigDict) -> Specs:

@@ -65,8 +65,9 @@ def create_train_state(model, tx: optax.GradientTransformation, variables,
 def normalize(images, mean, std):
   """uint8 images on [0, 255] -> standardised float32 (per channel).
 
-  Activations stay float32 under every model dtype: a bfloat16 model casts
-  only its GEMM operands (``inception.gemm``).
+  The model casts them to its activation dtype (``conv_ops.activation_dtype``:
+  bf16 only on oneDNN with BatchNorm; elsewhere a bfloat16 model casts only
+  its GEMM operands).
   """
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)

@@ -107,6 +107,8 @@ def check(config) -> None:
   _real(config, 'label_smoothing', 0, 1)
   _real(config, 'aux_loss_weight', 0)
   _choice(config, 'dtype', DTYPES)
+  if 'activation_dtype' in config:  # runs saved before it existed lack it
+    _choice(config, 'activation_dtype', ('auto',) + DTYPES)
   _choice(config, 'conv_impl', conv_ops.IMPLS)
   if config.conv_impl == 'onednn' and not onednn.available():
     raise UserError("config.conv_impl='onednn' needs the CPU backend and the "

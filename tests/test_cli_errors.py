@@ -77,6 +77,9 @@ def _cases(tmp):
                     "bad split 'train[:abc]'", w),
       'batch_zero': (train_cmd + ['--config.batch_size=0'], {},
                      'batch_size=0 is invalid', w),
+      'bad_activation_dtype': (
+          train_cmd + ['--config.activation_dtype=float16'], {},
+          "activation_dtype='float16' is invalid", w),
       'batch_indivisible': (
           train_cmd + ['--config.batch_size=30'],
           {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'},
@@ -160,7 +163,7 @@ def results(tmp_path_factory):
 
 CASES = ['unknown_field', 'wrong_type', 'unknown_model', 'unknown_dataset',
          'tfds_offline', 'folder_missing', 'folder_empty', 'folder_no_classes',
-         'bad_split', 'batch_zero', 'batch_indivisible', 'workdir_not_writable',
+         'bad_split', 'batch_zero', 'bad_activation_dtype', 'batch_indivisible', 'workdir_not_writable',
          'eval_no_checkpoint', 'sweep_syntax_error', 'sweep_unknown_field',
          'width_zero', 'width_nan', 'width_negative', 'lr_negative',
          'weight_decay_negative', 'epochs_inf', 'epochs_nan', 'seed_too_big',

@@ -201,7 +201,17 @@ def test_batch_norm_and_its_gradients_equal_ours(dtype, relu):
                                atol=tol * float(jnp.max(jnp.abs(b))))
 
 
+def _cpu_flags():
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      return set(next(l for l in f if l.startswith('flags')).split())
+  except (OSError, StopIteration):
+    return set()
+
+
 @needs_onednn
+@pytest.mark.skipif('avx512bw' not in _cpu_flags(),
+                    reason="oneDNN's bf16 BatchNorm kernel needs AVX-512")
 def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
   """Channel counts its vector kernels skip run on plain loops, 5-40x slower."""
   assert onednn.batch_norm_vectorized((2, 4, 4, 64), jnp.float32, 1e-5)
@@ -209,7 +219,6 @@ def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
   assert not onednn.batch_norm_vectorized((2, 4, 4, 13), jnp.float32, 1e-5)
   assert not onednn.batch_norm_vectorized((2, 4, 4, 13), jnp.bfloat16, 1e-5)
   assert not onednn.batch_norm_vectorized((2, 4, 13), jnp.float32, 1e-5)
-  x = jnp.ones((2, 4, 4, 64))
   for features, on_onednn in ((64, True), (13, False)):
     bn = BatchNorm(relu=True, onednn=True)
     x = jnp.ones((2, 4, 4, features))
@@ -221,7 +230,7 @@ def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
 
 @needs_onednn
 def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
-  """bf16 in: conv, max pool and BatchNorm return bf16, rounded once."""
+  """bf16 in: conv and max pool return bf16 (BatchNorm: the test above)."""
   x = jax.random.normal(jax.random.key(9), (2, 9, 9, 16)).astype(jnp.bfloat16)
   w = jax.random.normal(jax.random.key(10), (3, 3, 16, 32)) * 0.2
   conv = lambda x, w: conv_ops.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
@@ -233,6 +242,13 @@ def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
   np.testing.assert_allclose(np.float32(y), ref, rtol=2 ** -7, atol=1e-2)
   dx, dw = _grads(conv, x, w)
   assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+  ref_dx, ref_dw = _grads(lambda x, w: conv_ops.conv2d(
+      x, w.astype(jnp.bfloat16).astype(jnp.float32), 1, 'SAME', 'xla'),
+                          x.astype(jnp.float32), w)
+  # The cotangent (cos of a bf16 output) and dy are bf16 on our side.
+  for a, b in ((dx, ref_dx), (dw, ref_dw)):
+    assert float(jnp.max(jnp.abs(np.float32(a) - b))) < 0.02 * float(
+        jnp.max(jnp.abs(b)))
   pool = lambda x, impl: conv_ops.max_pool(x, 3, 2, 'SAME', impl)
   got = jax.jit(pool, static_argnums=1)(y, 'onednn')
   assert got.dtype == jnp.bfloat16
@@ -248,7 +264,8 @@ def test_activations_are_bfloat16_only_on_onednn_with_batchnorm(monkeypatch):
   monkeypatch.setattr(conv_ops, 'uses_onednn', lambda impl: impl == 'onednn')
   bf16, f32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
   assert conv_ops.activation_dtype('onednn', jnp.bfloat16) == bf16
-  assert conv_ops.activation_dtype('onednn', 'bfloat16', use_bn=False) == f32
+  assert conv_ops.activation_dtype('onednn', 'bfloat16',
+                                   bn_after_every_conv=False) == f32
   assert conv_ops.activation_dtype('onednn', jnp.float32) == f32
   assert conv_ops.activation_dtype('onednn', None) == f32
   assert conv_ops.activation_dtype('gemm', jnp.bfloat16) == f32
@@ -323,9 +340,12 @@ def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
     ('nin_cifar_tiny', None, jnp.float32),  # no BatchNorm: the rule says f32
     ('nin_cifar_tiny', 'bfloat16', jnp.bfloat16),
     ('googlenet_cifar_tiny', None, jnp.bfloat16),
-    ('googlenet_cifar_tiny', 'float32', jnp.float32)])
+    ('googlenet_cifar_tiny', 'float32', jnp.float32),
+    ('googlenet_cifar_separable', None, jnp.float32)])  # depthwise: XLA's
 def test_a_model_option_overrides_the_activation_rule(name, override, want):
   kwargs = {} if override is None else {'activation_dtype': override}
+  if name == 'googlenet_cifar_separable':
+    kwargs['width'] = 1 / 16
   model = models.get_model(name, conv_impl='onednn', dtype='bfloat16',
                            **kwargs)
   variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
@@ -335,3 +355,17 @@ def test_a_model_option_overrides_the_activation_rule(name, override, want):
                     if e.primitive.name == 'custom_vjp_call')
   assert first_conv.outvars[0].aval.dtype == want
   assert jaxpr.out_avals[0].dtype == jnp.float32  # logits
+
+
+@needs_onednn
+def test_bfloat16_activations_train_with_float32_operands_too():
+  """A forced bf16 activation dtype with fp32 GEMMs: the convs write f32."""
+  model = models.get_model('googlenet_cifar_tiny', conv_impl='onednn',
+                           activation_dtype='bfloat16')
+  variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+  x = jax.random.normal(jax.random.key(13), (2, 32, 32, 3))
+  loss = lambda p: jnp.mean(jnp.square(model.apply(
+      {**variables, 'params': p}, x, train=True, mutable=['batch_stats'])[0]))
+  value, grads = jax.jit(jax.value_and_grad(loss))(variables['params'])
+  assert jnp.isfinite(value)
+  assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))

@@ -15,6 +15,7 @@
 // reductions, and with bf16 activations it converts every element through
 // f32 and is slower still; oneDNN's kernel reads bf16 as it is.
 #include <cstdint>
+#include <iomanip>
 #include <sstream>
 #include <string>
 
@@ -34,7 +35,7 @@ struct Norm {
   std::string Key(const char* op) const {
     std::ostringstream s;
     s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << int(dt)
-      << ',' << relu << ',' << epsilon;
+      << ',' << relu << ',' << std::setprecision(9) << epsilon;
     return s.str();
   }
   memory::desc Data() const {
@@ -87,8 +88,12 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
                             ffi::Result<ffi::AnyBuffer> workspace,
                             float epsilon, int64_t relu) {
   auto d = x.dimensions();
+  if (d.size() != 4)
+    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
   Norm p{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0, epsilon};
-  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x"); err.failure()) return err;
+  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x");
+      err.failure())
+    return err;
   return Guarded([&] {
     const NormPlan& plan = ForwardPlan(p);
     if (plan.workspace.get_size() > workspace->size_bytes())
@@ -102,7 +107,7 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
         {DNNL_ARG_DST, memory(p.Data(), eng, y->untyped_data())},
         {DNNL_ARG_MEAN, memory(p.Channels(), eng, mean->untyped_data())},
         {DNNL_ARG_VARIANCE, memory(p.Channels(), eng, var->untyped_data())}};
-    if (p.relu) {
+    if (plan.workspace.get_size() > 0) {  // the ReLU's mask
       args[DNNL_ARG_WORKSPACE] =
           memory(plan.workspace, eng, workspace->untyped_data());
     }
@@ -119,10 +124,15 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
                             ffi::Result<ffi::AnyBuffer> dshift, float epsilon,
                             int64_t relu) {
   auto d = x.dimensions();
+  if (d.size() != 4)
+    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
   Norm p{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0, epsilon};
-  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x"); err.failure()) return err;
+  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x");
+      err.failure())
+    return err;
   if (dy.element_type() != x.element_type())
-    return ffi::Error::InvalidArgument("oneDNN batch norm: dy and x differ in dtype");
+    return ffi::Error::InvalidArgument(
+        "oneDNN batch norm: dy and x differ in dtype");
   return Guarded([&] {
     const NormPlan& fwd = ForwardPlan(p);
     const NormPlan& plan = BackwardPlan(p);
@@ -139,7 +149,7 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
          memory(p.Channels(), eng, dscale->untyped_data())},
         {DNNL_ARG_DIFF_SHIFT,
          memory(p.Channels(), eng, dshift->untyped_data())}};
-    if (p.relu) {
+    if (fwd.workspace.get_size() > 0) {
       args[DNNL_ARG_WORKSPACE] = memory(fwd.workspace, eng, Data(workspace));
     }
     plan.norm.execute(s, args);

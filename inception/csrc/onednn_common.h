@@ -1,5 +1,6 @@
-// What the oneDNN handlers share (onednn_conv.cc, onednn_pool.cc): one
-// engine, one call at a time, the thread count, and a cache of primitives.
+// What the oneDNN handlers share (onednn_conv.cc, onednn_pool.cc,
+// onednn_bnorm.cc): one engine, one call at a time, the thread count, dtypes,
+// and a cache of primitives.
 //
 // One call runs at a time: XLA may run independent ops concurrently, and two
 // OpenMP teams on the same cores would thrash.

@@ -35,7 +35,8 @@ struct Geometry {
     std::ostringstream s;
     s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
       << wo << ',' << o << ',' << kh << ',' << kw << ',' << stride << ',' << pt
-      << ',' << pb << ',' << pl << ',' << pr << ',' << int(operand) << ',' << int(result);
+      << ',' << pb << ',' << pl << ',' << pr << ',' << int(operand) << ','
+      << int(result);
     return s.str();
   }
   memory::desc Src(memory::data_type t) const {

@@ -2,8 +2,9 @@
 //
 //   inception_onednn_max_pool_fwd: x -> (y, workspace)
 //   inception_onednn_max_pool_bwd: (dy, workspace) -> dx
-// NHWC float32 or bfloat16 (dy and dx in x's dtype), square window; attributes: window, stride, pad_top,
-// pad_bottom, pad_left, pad_right (int64). Padded positions never win, as
+// NHWC float32 or bfloat16 (dy and dx in x's dtype), square window;
+// attributes: window, stride, pad_top, pad_bottom, pad_left, pad_right
+// (int64). Padded positions never win, as
 // with XLA's -inf padding. The workspace is oneDNN's record of each window's
 // argmax, so the backward pass routes dy without comparing again; its size
 // comes from InceptionOnednnMaxPoolWorkspaceBytes, which Python calls while
@@ -62,7 +63,9 @@ ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
   auto xd = x.dimensions(), yd = y->dimensions();
   Pool p{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], window, stride,
          pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
-  if (auto err = ToDnnlType(x.element_type(), &p.dt, "max pool's x"); err.failure()) return err;
+  if (auto err = ToDnnlType(x.element_type(), &p.dt, "max pool's x");
+      err.failure())
+    return err;
   return Guarded([&] {
     const PoolPlan& plan = ForwardPlan(p);
     if (plan.workspace.get_size() > workspace->size_bytes())
@@ -85,7 +88,9 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
   auto dyd = dy.dimensions(), xd = dx->dimensions();
   Pool p{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], window, stride,
          pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
-  if (auto err = ToDnnlType(dy.element_type(), &p.dt, "max pool's dy"); err.failure()) return err;
+  if (auto err = ToDnnlType(dy.element_type(), &p.dt, "max pool's dy");
+      err.failure())
+    return err;
   return Guarded([&] {
     const PoolPlan& fwd = ForwardPlan(p);
     const PoolPlan& plan = Cached<PoolPlan>(p.Key("max_pool_bwd"), [&] {
