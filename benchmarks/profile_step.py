@@ -146,7 +146,7 @@ def main():
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--conv_impl', default='auto')
   parser.add_argument('--activation_dtype', default='',
-                      choices=('', 'float32', 'bfloat16'))
+                      choices=('', 'auto', 'float32', 'bfloat16'))
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--top', type=int, default=10)
   args = parser.parse_args()

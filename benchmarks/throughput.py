@@ -92,7 +92,7 @@ def load_config(args):
     config.batch_size = args.batch_size
   config.dtype = args.dtype.split(',')[0]  # validated by the library
   if args.activation_dtype:
-    config.model.activation_dtype = args.activation_dtype
+    config.activation_dtype = args.activation_dtype
   config.conv_impl = args.conv_impl.split(',')[0]
   # Offline and small: the step's speed depends on the batch shape only.
   config.dataset, config.data_dir = 'digits', ''
@@ -378,9 +378,9 @@ def main():
                       help="'float32', 'bfloat16', or both, comma-separated:"
                       ' one JAX runner each, timed in turn')
   parser.add_argument('--activation_dtype', default='',
-                      choices=('', 'float32', 'bfloat16'),
-                      help="the model's activation_dtype; default: its rule "
-                      '(conv_ops.activation_dtype)')
+                      choices=('', 'auto', 'float32', 'bfloat16'),
+                      help="config.activation_dtype; default: the config's "
+                      '(auto: conv_ops.activation_dtype)')
   parser.add_argument('--conv_impl', default='auto',
                       help="auto, xla or gemm; a list such as 'xla,auto' "
                       'times each, side by side (ratios against the first)')
