@@ -64,15 +64,15 @@ def activation_dtype(impl: str, compute_dtype=None,
 
   bfloat16 when the compute dtype is bf16, ``impl`` runs on oneDNN and
   BatchNorm follows every convolution (no depthwise layers, which are
-  XLA's): oneDNN's convolutions, BatchNorm +
-  ReLU and max pooling then read and write bf16 as it is, which halves the
-  memory traffic and drops a conversion pass around each kernel
-  (full-width GoogLeNet-CIFAR: 1.3x the step with float32 activations).
-  float32 everywhere else: XLA:CPU runs bf16 elementwise work (bias, ReLU,
-  dropout, its own BatchNorm) through f32 conversions, slower than in f32,
-  so a network without BatchNorm (NiN) loses more there than its
-  convolutions gain (0.67x); GPU and TPU keep float32 activations with bf16
-  GEMM operands. Measurements: ``benchmarks/README.md``.
+  XLA's): oneDNN's convolutions, BatchNorm + ReLU and max pooling then read
+  and write bf16 as it is, which halves the memory traffic and drops a
+  conversion pass around each kernel (full-width GoogLeNet-CIFAR: 1.22x the
+  step with float32 activations). float32 everywhere else: XLA:CPU runs bf16
+  elementwise work (bias, ReLU, dropout, its own BatchNorm) through f32
+  conversions, slower than in f32, so a network without BatchNorm (NiN)
+  loses more there than its convolutions gain (0.64x); GPU and TPU keep
+  float32 activations with bf16 GEMM operands. Measurements:
+  ``benchmarks/README.md`` (``throughput.py --activation_dtype``).
   """
   if (bn_after_every_conv and compute_dtype is not None
       and jnp.dtype(compute_dtype) == jnp.bfloat16 and uses_onednn(impl)):
