@@ -136,31 +136,6 @@ def jax_runner(config, images, labels):
   return run, host
 
 
-def torch_runners(config, host_variables, images, labels, n_params):
-  """Torch float32 and bf16-autocast steps on the flax initial weights."""
-  import torch
-  from benchmarks import torch_models
-  torch.set_num_threads(num_cores())
-  x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(
-      memory_format=torch.channels_last)
-  y = torch.from_numpy(labels.astype(np.int64))
-  runners = {}
-  for label, dtype in (('torch float32', None),
-                       ('torch bf16 autocast', torch.bfloat16)):
-    model = torch_models.torch_model_for(
-        config.model.name, **specs.model_spec(config).kwargs)
-    torch_models.load_flax_variables(model, host_variables)
-    count = torch_models.param_count(model)
-    assert count == n_params, f'torch has {count} params, flax {n_params}'
-    model = model.to(memory_format=torch.channels_last)
-    step = torch_models.make_train_step(
-        model, learning_rate=config.learning_rate, momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay, mean=MEAN,
-        std=STD, autocast_dtype=dtype)
-    runners[label] = lambda step=step: step(x, y)
-  return runners
-
-
 def measure(args):
   """One configuration; returns the JSON-able result."""
   config = load_config(args)
@@ -202,8 +177,10 @@ def measure(args):
       runners[name]()
   rss_jax = max_rss_mb()
   if args.torch:
-    runners.update(torch_runners(config, host_variables, images, labels,
-                                 report.params))
+    from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+    runners.update(torch_models.torch_runners(
+        config, host_variables, images, labels, report.params,
+        mean=MEAN, std=STD, threads=num_cores()))
     for name, run in runners.items():
       for _ in range(args.warmup if name.startswith('torch') else 0):
         run()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inception import specs
 from inception.layers import scale_width
 from inception.models import MODELS, TABLE1
 
@@ -314,3 +315,39 @@ def make_train_step(model, *, learning_rate, momentum, nesterov, weight_decay,
     return loss.detach()
 
   return step
+
+
+def torch_runners(config, host_variables, images, labels, n_params, *, mean,
+                  std, threads):
+  """Torch float32 and bf16-autocast training steps on the flax initial weights.
+
+  Args:
+    config: the experiment config (model, optimizer fields).
+    host_variables: the flax ``params`` and ``batch_stats`` on the host.
+    images, labels: one uint8 NHWC batch and its int labels (numpy).
+    n_params: flax's parameter count, which the twin must match.
+    mean, std: per-channel input statistics.
+    threads: torch's intra-op thread count.
+
+  Returns:
+    label -> a closure that runs one step.
+  """
+  torch.set_num_threads(threads)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(
+      memory_format=torch.channels_last)
+  y = torch.from_numpy(labels.astype(np.int64))
+  runners = {}
+  for label, dtype in (('torch float32', None),
+                       ('torch bf16 autocast', torch.bfloat16)):
+    model = torch_model_for(config.model.name,
+                            **specs.model_spec(config).kwargs)
+    load_flax_variables(model, host_variables)
+    count = param_count(model)
+    assert count == n_params, f'torch has {count} params, flax {n_params}'
+    model = model.to(memory_format=torch.channels_last)
+    step = make_train_step(
+        model, learning_rate=config.learning_rate, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay, mean=mean,
+        std=std, autocast_dtype=dtype)
+    runners[label] = lambda step=step: step(x, y)
+  return runners
