@@ -14,6 +14,13 @@
 // Why: XLA:CPU's BatchNorm is several passes of f32 elementwise loops and
 // reductions, and with bf16 activations it converts every element through
 // f32 and is slower still; oneDNN's kernel reads bf16 as it is.
+//
+// It runs on one thread. Its passes meet at several barriers, and when two
+// processes share the cores (a sweep's --parallel 2 on 2 cores) every
+// barrier waits for a descheduled thread: with a team of two, the demo sweep
+// ran 2.3x slower (benchmarks/README.md). Memory-bound, it loses nothing
+// measurable on one thread in a lone process, and its sums no longer depend
+// on the core count.
 #include <cstdint>
 #include <iomanip>
 #include <sstream>
@@ -25,6 +32,9 @@ namespace inception_onednn {
 namespace {
 
 using flags = dnnl::normalization_flags;
+
+// One thread: see the file comment.
+constexpr int kThreads = 1;
 
 struct Norm {
   int64_t n, h, w, c;
@@ -113,7 +123,7 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
     }
     plan.norm.execute(s, args);
     s.wait();
-  });
+  }, kThreads);
 }
 
 ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
@@ -154,7 +164,7 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
     }
     plan.norm.execute(s, args);
     s.wait();
-  });
+  }, kThreads);
 }
 
 }  // namespace
@@ -180,7 +190,7 @@ extern "C" int64_t InceptionOnednnBatchNormWorkspaceBytes(
     *jit = fwd.impl.find("jit") != std::string::npos &&
            bwd.impl.find("jit") != std::string::npos;
     bytes = fwd.workspace.get_size();
-  });
+  }, inception_onednn::kThreads);
   return status.failure() ? -1 : bytes;
 }
 

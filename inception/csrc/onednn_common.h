@@ -57,15 +57,16 @@ inline int Threads() {
   return n;
 }
 
-// Runs fn under the call lock with XLA's thread count; oneDNN errors become
+// Runs fn under the call lock with XLA's thread count (or ``threads``, for
+// kernels that must not use a team); oneDNN errors become
 // FFI errors. The setting is per call because it belongs to the calling
 // thread, and XLA calls from any of its workers; primitives are built and
 // run under it.
 template <typename Fn>
-ffi::Error Guarded(Fn fn) {
+ffi::Error Guarded(Fn fn, int threads = Threads()) {
   try {
     std::lock_guard<std::mutex> lock(CallMutex());
-    omp_set_num_threads(Threads());
+    omp_set_num_threads(threads);
     fn();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
