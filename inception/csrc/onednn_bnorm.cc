@@ -91,19 +91,25 @@ const NormPlan& BackwardPlan(const Norm& p) {
 
 void* Data(const ffi::AnyBuffer& b) { return b.untyped_data(); }
 
+// The call's shape, dtype and attributes from x (NHWC, f32 or bf16).
+ffi::Error MakeNorm(const ffi::AnyBuffer& x, int64_t relu, float epsilon,
+                    Norm* p) {
+  auto d = x.dimensions();
+  if (d.size() != 4)
+    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
+  *p = Norm{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0,
+            epsilon};
+  return ToDnnlType(x.element_type(), &p->dt, "batch norm's x");
+}
+
 ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
                             ffi::AnyBuffer shift, ffi::Result<ffi::AnyBuffer> y,
                             ffi::Result<ffi::AnyBuffer> mean,
                             ffi::Result<ffi::AnyBuffer> var,
                             ffi::Result<ffi::AnyBuffer> workspace,
                             float epsilon, int64_t relu) {
-  auto d = x.dimensions();
-  if (d.size() != 4)
-    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
-  Norm p{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0, epsilon};
-  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x");
-      err.failure())
-    return err;
+  Norm p;
+  if (auto err = MakeNorm(x, relu, epsilon, &p); err.failure()) return err;
   return Guarded([&] {
     const NormPlan& plan = ForwardPlan(p);
     if (plan.workspace.get_size() > workspace->size_bytes())
@@ -133,13 +139,8 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
                             ffi::Result<ffi::AnyBuffer> dscale,
                             ffi::Result<ffi::AnyBuffer> dshift, float epsilon,
                             int64_t relu) {
-  auto d = x.dimensions();
-  if (d.size() != 4)
-    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
-  Norm p{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0, epsilon};
-  if (auto err = ToDnnlType(x.element_type(), &p.dt, "batch norm's x");
-      err.failure())
-    return err;
+  Norm p;
+  if (auto err = MakeNorm(x, relu, epsilon, &p); err.failure()) return err;
   if (dy.element_type() != x.element_type())
     return ffi::Error::InvalidArgument(
         "oneDNN batch norm: dy and x differ in dtype");
