@@ -9,10 +9,18 @@ without it and ``conv_impl='auto'`` keeps XLA's kernels; where both are
 there, a compile error fails the install rather than leave a stale or
 missing library behind.
 """
+import hashlib
+import json
 import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# Bumped whenever a handler's signature or the library's symbols change;
+# inception/onednn.py refuses a library with another value.
+ABI_VERSION = 2
+MANIFEST_SUFFIX = '.manifest.json'
 
 
 def _onednn_extension():
@@ -24,6 +32,7 @@ def _onednn_extension():
       sys.prefix, 'lib')
   if not os.path.exists(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')):
     return []
+  import jaxlib.version  # pylint: disable=g-import-not-at-top
   return [Extension(
       'inception._onednn_conv',
       ['inception/csrc/onednn_conv.cc', 'inception/csrc/onednn_pool.cc',
@@ -33,7 +42,32 @@ def _onednn_extension():
       library_dirs=[lib], libraries=['dnnl', 'gomp'], runtime_library_dirs=[lib],
       # XLA's FFI headers end some switch functions without a return.
       extra_compile_args=['-std=c++17', '-O2', '-Wno-return-type'],
+      define_macros=[
+          ('INCEPTION_ONEDNN_ABI', str(ABI_VERSION)),
+          ('INCEPTION_JAXLIB_VERSION', f'"{jaxlib.version.__version__}"')],
       language='c++')]
 
 
-setup(ext_modules=_onednn_extension())
+class BuildWithManifest(build_ext):
+  """Writes ``<library>.manifest.json`` beside each built library.
+
+  The manifest holds the library's size and SHA-256, the ABI version and the
+  jaxlib it was built against; inception/onednn.py checks all four before it
+  loads the library, so a truncated, foreign or stale file is never loaded.
+  """
+
+  def run(self):
+    super().run()
+    for ext in self.extensions:
+      path = self.get_ext_fullpath(ext.name)
+      with open(path, 'rb') as f:
+        data = f.read()
+      macros = dict(ext.define_macros)
+      manifest = dict(size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                      abi=int(macros['INCEPTION_ONEDNN_ABI']),
+                      jaxlib=macros['INCEPTION_JAXLIB_VERSION'].strip('"'))
+      with open(path + MANIFEST_SUFFIX, 'w') as f:
+        json.dump(manifest, f, indent=1)
+
+
+setup(ext_modules=_onednn_extension(), cmdclass={'build_ext': BuildWithManifest})

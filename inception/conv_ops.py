@@ -51,11 +51,21 @@ def uses_onednn(impl: str) -> bool:
   _check(impl)
   if impl == 'onednn':
     if not onednn.available():
-      raise ValueError("conv_impl='onednn' needs the CPU backend and the "
-                       'oneDNN extension (make install)')
+      raise ValueError(onednn_unavailable_message())
     return True
-  return (impl == 'auto' and _on_cpu() and jax.device_count() == 1
-          and onednn.available())
+  if impl != 'auto' or not _on_cpu() or jax.device_count() != 1:
+    return False
+  if not onednn.available():
+    onednn.warn_unavailable()
+    return False
+  return True
+
+
+def onednn_unavailable_message() -> str:
+  """The one message for ``conv_impl='onednn'`` where it cannot run."""
+  return (f"conv_impl='onednn' cannot run here: "
+          f"{onednn.unavailable_reason()}. Build the kernels with "
+          f"{onednn.HOW_TO_BUILD}, or use 'auto'")
 
 
 def activation_dtype(impl: str, compute_dtype=None,

@@ -13,18 +13,37 @@ the forward pass for the backward pass (``inception/csrc/onednn_pool.cc``).
 mask is likewise kept (``inception/csrc/onednn_bnorm.cc``).
 
 The kernels are optional: ``available()`` is False where the extension was
-not built (no oneDNN for the platform) and ``conv_impl='auto'`` then keeps
-XLA's kernels.
+not built (no oneDNN for the platform) or fails its checks, and
+``conv_impl='auto'`` then keeps XLA's kernels (``warn_unavailable``).
+
+The library is loaded only after it passes the checks of its build manifest
+(``setup.py`` writes it): its exact file name, size and SHA-256, the ABI
+version, and the jaxlib it was built against; then its own ABI and jaxlib
+symbols. A truncated, foreign or stale file is never handed to the dynamic
+loader, which could crash the interpreter.
 """
 import ctypes
 import functools
-import glob
+import hashlib
+import importlib.machinery
+import json
 import os
+import platform
+import sys
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from jax import lax
+import jaxlib.version
 import numpy as np
+
+# Must equal setup.py's ABI_VERSION.
+ABI_VERSION = 2
+_NAME = '_onednn_conv'
+_MANIFEST_SUFFIX = '.manifest.json'
+HOW_TO_BUILD = ('make install (or pip install --no-build-isolation -e . on '
+                'x86-64 Linux)')
 
 _TARGETS = {
     'fwd': ('inception_onednn_conv_fwd', 'InceptionOnednnConvFwd'),
@@ -39,24 +58,72 @@ _TARGETS = {
     'norm_bwd': ('inception_onednn_batch_norm_bwd',
                  'InceptionOnednnBatchNormBwd'),
 }
+_QUERIES = ('InceptionOnednnAbiVersion', 'InceptionOnednnJaxlibVersion',
+            'InceptionOnednnMaxPoolWorkspaceBytes',
+            'InceptionOnednnBatchNormWorkspaceBytes')
 
 
-def _library_path():
+def library_path() -> str:
+  """The one file the extension may be: this Python's extension suffix."""
   here = os.path.dirname(os.path.abspath(__file__))
-  found = sorted(glob.glob(os.path.join(here, '_onednn_conv*.so')))
-  return found[0] if found else None
+  return os.path.join(here, _NAME + importlib.machinery.EXTENSION_SUFFIXES[0])
+
+
+def _builds_here() -> bool:
+  """Whether setup.py builds the extension on this platform."""
+  return sys.platform == 'linux' and platform.machine() == 'x86_64'
+
+
+def _check_file(path: str) -> str:
+  """'' if the file at ``path`` is the one its manifest describes, else why."""
+  try:
+    with open(path + _MANIFEST_SUFFIX) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError):
+    return f'{path} has no readable build manifest ({_MANIFEST_SUFFIX})'
+  if not isinstance(manifest, dict) or not {
+      'size', 'sha256', 'abi', 'jaxlib'} <= set(manifest):
+    return f'the build manifest of {path} is incomplete'
+  if manifest['abi'] != ABI_VERSION:
+    return (f'{path} is stale: ABI {manifest["abi"]}, this code needs '
+            f'{ABI_VERSION}')
+  if manifest['jaxlib'] != jaxlib.version.__version__:
+    return (f'{path} was built against jaxlib {manifest["jaxlib"]}, this is '
+            f'{jaxlib.version.__version__}')
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    return f'{path} cannot be read ({e.strerror})'
+  if (len(data) != manifest['size']
+      or hashlib.sha256(data).hexdigest() != manifest['sha256']):
+    return f'{path} is truncated or was replaced after it was built'
+  return ''
 
 
 @functools.cache
-def _library():
-  """Loads the extension and registers its handlers with XLA:CPU, once."""
-  path = _library_path()
-  if path is None:
-    return None
+def _load():
+  """``(library, '')``, or ``(None, why not)``; registers the handlers once."""
+  path = library_path()
+  if not os.path.exists(path):
+    return None, f'{os.path.basename(path)} is not built'
+  why = _check_file(path)
+  if why:
+    return None, why
   try:
-    lib = ctypes.cdll.LoadLibrary(path)
-  except OSError:  # built, but libdnnl is gone: keep XLA's kernels
-    return None
+    lib = ctypes.CDLL(path)
+  except OSError as e:  # e.g. libdnnl is gone
+    return None, f'{path} cannot be loaded ({e})'
+  symbols = [symbol for _, symbol in _TARGETS.values()] + list(_QUERIES)
+  missing = [symbol for symbol in symbols if not hasattr(lib, symbol)]
+  if missing:
+    return None, f'{path} is stale: it lacks {missing[0]}'
+  lib.InceptionOnednnAbiVersion.restype = ctypes.c_int64
+  lib.InceptionOnednnJaxlibVersion.restype = ctypes.c_char_p
+  if (lib.InceptionOnednnAbiVersion() != ABI_VERSION
+      or lib.InceptionOnednnJaxlibVersion().decode()
+      != jaxlib.version.__version__):
+    return None, f'{path} does not match its build manifest'
   for name, symbol in _TARGETS.values():
     jax.ffi.register_ffi_target(
         name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
@@ -65,7 +132,11 @@ def _library():
   lib.InceptionOnednnBatchNormWorkspaceBytes.restype = ctypes.c_int64
   lib.InceptionOnednnBatchNormWorkspaceBytes.argtypes = (
       [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.POINTER(ctypes.c_int64)])
-  return lib
+  return lib, ''
+
+
+def _library():
+  return _load()[0]
 
 
 def _register() -> bool:
@@ -73,8 +144,30 @@ def _register() -> bool:
 
 
 def available() -> bool:
-  """Whether the oneDNN kernels can run here (built, loadable, on CPU)."""
+  """Whether the oneDNN kernels can run here (built, intact, on CPU)."""
   return jax.default_backend() == 'cpu' and _register()
+
+
+def unavailable_reason() -> str:
+  """Why ``available()`` is False, in words ('' when it is True)."""
+  if jax.default_backend() != 'cpu':
+    return f'the backend is {jax.default_backend()}, not the CPU'
+  return _load()[1]
+
+
+@functools.cache
+def warn_unavailable() -> None:
+  """Says once why ``'auto'`` keeps XLA's kernels on a CPU that builds oneDNN.
+
+  Silent off the CPU, and where setup.py never builds the extension and
+  none is there.
+  """
+  if jax.default_backend() != 'cpu':
+    return
+  why = unavailable_reason()
+  if why and (_builds_here() or os.path.exists(library_path())):
+    logging.warning("oneDNN kernels off (%s): using XLA's. Build them with "
+                    '%s.', why, HOW_TO_BUILD)
 
 
 def _window(padding, strides):
@@ -90,8 +183,8 @@ def _call(which, out_shape, *operands, **attrs):
   Integer attributes go as int64 and floats as float32, the handlers' types.
   """
   if not _register():
-    raise RuntimeError('the oneDNN extension is not built (make install, or '
-                       'pip install --no-build-isolation -e . on x86-64 Linux)')
+    raise RuntimeError(f'oneDNN kernels unavailable: {_load()[1]}; '
+                       f'{HOW_TO_BUILD}')
   typed = {k: np.float32(v) if isinstance(v, float) else np.int64(v)
            for k, v in attrs.items()}
   return jax.ffi.ffi_call(_TARGETS[which][0], out_shape)(*operands, **typed)
@@ -154,6 +247,9 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
   """NHWC x HWIO convolution on oneDNN, returned in x's dtype.
 
+  Geometries the handlers do not take (``window_fits``: a window outside
+  the padded input, or padding as wide as the kernel) run on XLA.
+
   Args:
     x: [N, H, W, C_in], float32 or bfloat16.
     kernel: [kh, kw, C_in, C_out].
@@ -168,7 +264,15 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
   if compute_dtype is not None:
     compute_dtype = jnp.dtype(compute_dtype)
-  return _conv(x, kernel, int(strides), padding, compute_dtype)
+  strides = int(strides)
+  if not all(window_fits(size, k, strides, *pads) for size, k, pads in zip(
+      x.shape[1:3], kernel.shape[:2], padding)):
+    cd = compute_dtype or x.dtype
+    return lax.conv_general_dilated(
+        _cast(x, cd), _cast(kernel, cd), (strides, strides), padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        preferred_element_type=jnp.float32).astype(x.dtype)
+  return _conv(x, kernel, strides, padding, compute_dtype)
 
 
 def _pool_geometry(x_shape, window, strides, padding):
@@ -215,13 +319,37 @@ def max_pool(x, window: int, strides: int, padding):
   """Square max pooling of a float32 or bfloat16 NHWC array on oneDNN.
 
   Padded positions never win (XLA's -inf padding); the gradient goes to each
-  window's first maximum in row-major order, as XLA's does.
+  window's first maximum in row-major order, as XLA's does. oneDNN's maximum
+  skips NaNs where XLA's propagates them, so an input holding a NaN is
+  pooled by XLA instead: the result is the reference's either way. Shapes
+  whose windows do not fit (``window_fits``) run on XLA too.
   """
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], (window, window),
                                   (strides, strides), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-  return _max_pool(x, int(window), int(strides), padding)
+  window, strides = int(window), int(strides)
+
+  def reference(x):
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, window, window, 1),
+        (1, strides, strides, 1), ((0, 0),) + padding + ((0, 0),))
+
+  if not all(window_fits(size, window, strides, *pads)
+             for size, pads in zip(x.shape[1:3], padding)):
+    return reference(x)
+  return lax.cond(jnp.isnan(x).any(), reference,
+                  lambda x: _max_pool(x, window, strides, padding), x)
+
+
+def window_fits(size: int, window: int, stride: int, lo: int, hi: int) -> bool:
+  """Whether the handlers take this spatial geometry (onednn_common.h).
+
+  Every window must overlap the input, and padding must be smaller than
+  the window; the handlers refuse anything else with an error.
+  """
+  return (size >= 1 and window >= 1 and stride >= 1 and 0 <= lo < window
+          and 0 <= hi < window and size + lo + hi >= window)
 
 
 @functools.cache
@@ -297,5 +425,14 @@ def batch_norm(x, scale, bias, epsilon: float, relu: bool = False):
   """
   if x.ndim != 4:
     raise ValueError(f'oneDNN batch norm takes NHWC arrays, got {x.shape}')
-  return _batch_norm(x, scale.astype(jnp.float32), bias.astype(jnp.float32),
-                     float(epsilon), bool(relu))
+  scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
+  y, mean, var = _batch_norm(x, scale, bias, float(epsilon), bool(relu))
+  if relu:
+    # The fused ReLU maps NaN to 0, where the reference (BatchNorm, then
+    # jax.nn.relu) keeps it: a channel whose statistics or parameters are not
+    # finite is all NaN there, so it is here too.
+    bad = (jnp.isnan(mean) | jnp.isnan(var) | jnp.isinf(mean)
+           | ~jnp.isfinite(scale) | ~jnp.isfinite(bias))
+    y = lax.cond(bad.any(), lambda y: jnp.where(bad, jnp.nan, y).astype(
+        y.dtype), lambda y: y, y)
+  return y, mean, var

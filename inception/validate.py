@@ -111,9 +111,7 @@ def check(config) -> None:
     _choice(config, 'activation_dtype', ('auto',) + DTYPES)
   _choice(config, 'conv_impl', conv_ops.IMPLS)
   if config.conv_impl == 'onednn' and not onednn.available():
-    raise UserError("config.conv_impl='onednn' needs the CPU backend and the "
-                    'oneDNN extension, built by `pip install '
-                    "--no-build-isolation -e .` (make install); use 'auto'")
+    raise UserError('config.' + conv_ops.onednn_unavailable_message())
   _int(config, 'seed', 0, _SEED_LIMIT)
   _int(config, 'log_every_steps', 1)
   _real(config, 'eval_every_epochs', 0)

@@ -22,6 +22,7 @@
 // measurable on one thread in a lone process, and its sums no longer depend
 // on the core count.
 #include <cstdint>
+#include <initializer_list>
 #include <iomanip>
 #include <sstream>
 #include <string>
@@ -61,13 +62,14 @@ struct Norm {
   dnnl::batch_normalization_forward::primitive_desc Forward() const {
     return dnnl::batch_normalization_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training, Data(), Data(), epsilon,
-        Flags());
+        Flags(), UserScratchpad());
   }
 };
 
 struct NormPlan {
   dnnl::primitive norm;
   memory::desc workspace;
+  memory::desc scratchpad;
   std::string impl;  // oneDNN's name for the kernel it picked
 };
 
@@ -75,7 +77,8 @@ const NormPlan& ForwardPlan(const Norm& p) {
   return Cached<NormPlan>(p.Key("bnorm_fwd"), [&] {
     auto pd = p.Forward();
     return NormPlan{dnnl::batch_normalization_forward(pd),
-                    pd.workspace_desc(), std::string(pd.impl_info_str())};
+                    pd.workspace_desc(), pd.scratchpad_desc(),
+                    std::string(pd.impl_info_str())};
   });
 }
 
@@ -83,20 +86,61 @@ const NormPlan& BackwardPlan(const Norm& p) {
   return Cached<NormPlan>(p.Key("bnorm_bwd"), [&] {
     dnnl::batch_normalization_backward::primitive_desc pd(
         Engine(), dnnl::prop_kind::backward, p.Data(), p.Data(), p.Data(),
-        p.epsilon, p.Flags(), p.Forward());
+        p.epsilon, p.Flags(), p.Forward(), UserScratchpad());
     return NormPlan{dnnl::batch_normalization_backward(pd),
-                    pd.workspace_desc(), std::string(pd.impl_info_str())};
+                    pd.workspace_desc(), pd.scratchpad_desc(),
+                    std::string(pd.impl_info_str())};
   });
 }
 
 void* Data(const ffi::AnyBuffer& b) { return b.untyped_data(); }
 
+// ``b`` must have the dimensions ``want`` and the dtype ``dt``.
+ffi::Error CheckBuffer(const ffi::AnyBuffer& b,
+                       std::initializer_list<int64_t> want, ffi::DataType dt,
+                       const char* what) {
+  auto d = b.dimensions();
+  bool same = d.size() == want.size() && b.element_type() == dt;
+  for (size_t i = 0; same && i < want.size(); ++i)
+    same = d[i] == want.begin()[i];
+  if (!same)
+    return ffi::Error::InvalidArgument(
+        std::string("oneDNN batch norm: ") + what +
+        " does not match x's shape or the expected dtype");
+  return ffi::Error::Success();
+}
+
+// Every buffer of a call against x: the NHWC ones equal x's shape and dtype,
+// the per-channel ones are [C] float32.
+ffi::Error CheckCall(const Norm& p, ffi::DataType x_dtype,
+                     std::initializer_list<const ffi::AnyBuffer*> data,
+                     std::initializer_list<const ffi::AnyBuffer*> channels) {
+  for (const ffi::AnyBuffer* b : data) {
+    if (auto err = CheckBuffer(*b, {p.n, p.h, p.w, p.c}, x_dtype, "an array");
+        err.failure())
+      return err;
+  }
+  for (const ffi::AnyBuffer* b : channels) {
+    if (auto err = CheckBuffer(*b, {p.c}, ffi::DataType::F32,
+                               "a per-channel array");
+        err.failure())
+      return err;
+  }
+  return ffi::Error::Success();
+}
+
+void CheckWorkspace(const NormPlan& plan, size_t bytes) {
+  if (plan.workspace.get_size() > bytes)
+    throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
+}
+
 // The call's shape, dtype and attributes from x (NHWC, f32 or bf16).
 ffi::Error MakeNorm(const ffi::AnyBuffer& x, int64_t relu, float epsilon,
                     Norm* p) {
   auto d = x.dimensions();
-  if (d.size() != 4)
-    return ffi::Error::InvalidArgument("oneDNN batch norm: x must be NHWC");
+  if (d.size() != 4 || d[0] < 1 || d[1] < 1 || d[2] < 1 || d[3] < 1)
+    return ffi::Error::InvalidArgument(
+        "oneDNN batch norm: x must be a non-empty NHWC array");
   *p = Norm{d[0], d[1], d[2], d[3], memory::data_type::f32, relu != 0,
             epsilon};
   return ToDnnlType(x.element_type(), &p->dt, "batch norm's x");
@@ -110,10 +154,13 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
                             float epsilon, int64_t relu) {
   Norm p;
   if (auto err = MakeNorm(x, relu, epsilon, &p); err.failure()) return err;
+  if (auto err = CheckCall(p, x.element_type(), {&x, &*y},
+                           {&scale, &shift, &*mean, &*var});
+      err.failure())
+    return err;
   return Guarded([&] {
     const NormPlan& plan = ForwardPlan(p);
-    if (plan.workspace.get_size() > workspace->size_bytes())
-      throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
+    CheckWorkspace(plan, workspace->size_bytes());
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
     std::unordered_map<int, memory> args{
@@ -127,7 +174,7 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
       args[DNNL_ARG_WORKSPACE] =
           memory(plan.workspace, eng, workspace->untyped_data());
     }
-    plan.norm.execute(s, args);
+    Execute(plan.norm, plan.scratchpad, s, args);
     s.wait();
   }, kThreads);
 }
@@ -141,11 +188,13 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
                             int64_t relu) {
   Norm p;
   if (auto err = MakeNorm(x, relu, epsilon, &p); err.failure()) return err;
-  if (dy.element_type() != x.element_type())
-    return ffi::Error::InvalidArgument(
-        "oneDNN batch norm: dy and x differ in dtype");
+  if (auto err = CheckCall(p, x.element_type(), {&x, &dy, &*dx},
+                           {&mean, &var, &scale, &*dscale, &*dshift});
+      err.failure())
+    return err;
   return Guarded([&] {
     const NormPlan& fwd = ForwardPlan(p);
+    CheckWorkspace(fwd, workspace.size_bytes());
     const NormPlan& plan = BackwardPlan(p);
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
@@ -163,7 +212,7 @@ ffi::Error BatchNormBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean,
     if (fwd.workspace.get_size() > 0) {
       args[DNNL_ARG_WORKSPACE] = memory(fwd.workspace, eng, Data(workspace));
     }
-    plan.norm.execute(s, args);
+    Execute(plan.norm, plan.scratchpad, s, args);
     s.wait();
   }, kThreads);
 }

@@ -1,7 +1,16 @@
 // What the oneDNN handlers share (onednn_conv.cc, onednn_pool.cc,
 // onednn_bnorm.cc): one engine, one call at a time, the thread count, dtypes,
-// and a cache of primitives.
+// scratchpads, shape checks and a cache of primitives.
 //
+// Every primitive takes its scratchpad from the caller
+// (scratchpad_mode::user). oneDNN's default, library mode, keeps one
+// scratchpad per *thread* and sizes it when a primitive is created; XLA runs
+// a handler on whichever worker thread is free, so a primitive created on
+// one thread and run on another wrote past a smaller scratchpad (GoogLeNet at
+// 8x8 input segfaulted: an im2col convolution's buffer overflowed the heap).
+//
+// A buffer whose shape does not match the call's geometry is an FFI error,
+// never a kernel run on a wrong size.
 // One call runs at a time: XLA may run independent ops concurrently, and two
 // OpenMP teams on the same cores would thrash.
 //
@@ -16,6 +25,7 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -70,6 +80,8 @@ ffi::Error Guarded(Fn fn, int threads = Threads()) {
     fn();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    return ffi::Error::Internal("oneDNN: out of memory for a scratchpad");
   }
   return ffi::Error::Success();
 }
@@ -89,6 +101,69 @@ inline ffi::Error ToDnnlType(ffi::DataType t, memory::data_type* dt,
   return ffi::Error::Success();
 }
 
+// The attribute every primitive here is built with: see the file comment.
+inline dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// A grow-only, 64-byte aligned buffer; use with the call lock held.
+class Scratch {
+ public:
+  void* Get(size_t bytes) {
+    if (bytes > size_) {
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      void* p = std::aligned_alloc(64, rounded);
+      if (p == nullptr) throw std::bad_alloc();
+      data_.reset(p);
+      size_ = rounded;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t size_ = 0;
+};
+
+// Runs a primitive with its scratchpad (``scratchpad``: the primitive
+// descriptor's scratchpad_desc()) on the shared buffer. Primitives run one
+// after another, so they can share it.
+inline void Execute(const dnnl::primitive& p, const memory::desc& scratchpad,
+                    dnnl::stream& s, std::unordered_map<int, memory> args) {
+  static Scratch buffer;
+  if (scratchpad.get_size() > 0) {
+    args[DNNL_ARG_SCRATCHPAD] =
+        memory(scratchpad, Engine(), buffer.Get(scratchpad.get_size()));
+  }
+  p.execute(s, args);
+}
+
+// One spatial dimension of a windowed op (conv or pool): the output size
+// must be what the input, window, stride and padding give, and every window
+// must overlap the input. An InvalidArgument naming ``op`` otherwise.
+inline ffi::Error CheckWindow(const char* op, int64_t in, int64_t window,
+                              int64_t stride, int64_t lo, int64_t hi,
+                              int64_t out) {
+  auto fail = [&](const std::string& why) {
+    return ffi::Error::InvalidArgument(std::string("oneDNN ") + op + ": " +
+                                       why);
+  };
+  if (in < 1 || window < 1 || out < 1) return fail("empty input or window");
+  if (stride < 1) return fail("stride must be at least 1");
+  if (lo < 0 || hi < 0) return fail("padding must be non-negative");
+  if (lo >= window || hi >= window)
+    return fail("padding must be smaller than the window");
+  if (in + lo + hi < window) return fail("window larger than padded input");
+  if ((in + lo + hi - window) / stride + 1 != out)
+    return fail("output size does not match input, window, stride, padding");
+  return ffi::Error::Success();
+}
+
 // The plan built once per key (shape and attributes); call with the lock held.
 template <typename T, typename Build>
 const T& Cached(const std::string& key, Build build) {
@@ -101,5 +176,14 @@ const T& Cached(const std::string& key, Build build) {
 }
 
 }  // namespace inception_onednn
+
+// What the library says of itself (set by setup.py); inception/onednn.py
+// checks both before it registers a handler.
+#ifndef INCEPTION_ONEDNN_ABI
+#error "build with setup.py: INCEPTION_ONEDNN_ABI is not defined"
+#endif
+#ifndef INCEPTION_JAXLIB_VERSION
+#error "build with setup.py: INCEPTION_JAXLIB_VERSION is not defined"
+#endif
 
 #endif  // INCEPTION_CSRC_ONEDNN_COMMON_H_

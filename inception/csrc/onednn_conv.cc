@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
-#include <vector>
 
 #include "inception/csrc/onednn_common.h"
 
@@ -56,23 +55,26 @@ struct Geometry {
     return dnnl::convolution_forward::primitive_desc(
         eng, dnnl::prop_kind::forward_training,
         dnnl::algorithm::convolution_direct, Src(operand), AnyWeights(operand),
-        Dst(out), {stride, stride}, {pt, pl}, {pb, pr});
+        Dst(out), {stride, stride}, {pt, pl}, {pb, pr}, UserScratchpad());
   }
 };
 
-// A cached primitive and the kernel reorder that goes with it.
+// A cached primitive and the kernel reorder that goes with it, with their
+// scratchpads (onednn_common.h).
 struct Plan {
   dnnl::primitive conv;
+  memory::desc conv_scratchpad;
   dnnl::reorder weights;       // user HWIO <-> the primitive's layout
+  memory::desc weights_scratchpad;
   memory::desc weights_desc;   // the primitive's kernel layout
   bool weights_reordered;      // false when oneDNN took HWIO as it is
 };
 
-// Kernel scratch in the primitive's layout, reused across calls.
+// Kernel scratch in the primitive's layout, reused across calls (apart from
+// the primitives' own scratchpad: both are live in one call).
 void* WeightScratch(size_t bytes) {
-  static std::vector<uint8_t> buffer;
-  if (buffer.size() < bytes) buffer.resize(bytes);
-  return buffer.data();
+  static Scratch buffer;
+  return buffer.Get(bytes);
 }
 
 // The geometry of a call from its buffers' dimensions: the input side
@@ -84,6 +86,19 @@ ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions in,
                         ffi::DataType operand, ffi::DataType result,
                         int64_t stride, int64_t pt, int64_t pb, int64_t pl,
                         int64_t pr, Geometry* g) {
+  if (in.size() != 4 || out.size() != 4 || kernel.size() != 4)
+    return ffi::Error::InvalidArgument(
+        "oneDNN conv: activations must be NHWC and the kernel HWIO");
+  if (in[0] != out[0] || in[3] != kernel[2] || out[3] != kernel[3] ||
+      in[0] < 1 || in[3] < 1 || out[3] < 1)
+    return ffi::Error::InvalidArgument(
+        "oneDNN conv: batch or channel counts do not match the kernel");
+  if (auto err = CheckWindow("conv", in[1], kernel[0], stride, pt, pb, out[1]);
+      err.failure())
+    return err;
+  if (auto err = CheckWindow("conv", in[2], kernel[1], stride, pl, pr, out[2]);
+      err.failure())
+    return err;
   *g = Geometry{in[0], in[1], in[2], in[3], out[1], out[2], out[3],
                 kernel[0], kernel[1], stride, pt, pb, pl, pr,
                 memory::data_type::f32, memory::data_type::f32};
@@ -93,25 +108,39 @@ ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions in,
   return ToDnnlType(result, &g->result, "conv results");
 }
 
+// Both operands of a call must have the operand dtype.
+ffi::Error SameDtype(const ffi::AnyBuffer& a, const ffi::AnyBuffer& b) {
+  if (a.element_type() != b.element_type())
+    return ffi::Error::InvalidArgument(
+        "oneDNN conv: the two operands differ in dtype");
+  return ffi::Error::Success();
+}
+
 // The kernel in the primitive's layout: the user's HWIO buffer itself, or
 // its reorder into the scratch buffer.
 memory StagedWeights(const Plan& p, memory user, dnnl::stream& s) {
   if (!p.weights_reordered) return user;
   memory staged(p.weights_desc, Engine(),
                 WeightScratch(p.weights_desc.get_size()));
-  p.weights.execute(s, user, staged);
+  Execute(p.weights, p.weights_scratchpad, s,
+          {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, staged}});
   return staged;
 }
 
-Plan WithWeightReorder(dnnl::primitive conv, const memory::desc& user,
-                       const memory::desc& chosen, bool to_user) {
-  Plan p{conv, {}, chosen, chosen != user};
+template <typename PrimitiveDesc, typename Primitive>
+Plan WithWeightReorder(const PrimitiveDesc& pd, const Primitive& conv,
+                       const memory::desc& user, const memory::desc& chosen,
+                       bool to_user) {
+  Plan p{conv, pd.scratchpad_desc(), {}, {}, chosen, chosen != user};
   if (p.weights_reordered) {
     const dnnl::engine& eng = Engine();
-    p.weights = to_user ? dnnl::reorder(memory(chosen, eng, nullptr),
-                                        memory(user, eng, nullptr))
-                        : dnnl::reorder(memory(user, eng, nullptr),
-                                        memory(chosen, eng, nullptr));
+    dnnl::reorder::primitive_desc rpd =
+        to_user ? dnnl::reorder::primitive_desc(eng, chosen, eng, user,
+                                                UserScratchpad())
+                : dnnl::reorder::primitive_desc(eng, user, eng, chosen,
+                                                UserScratchpad());
+    p.weights = dnnl::reorder(rpd);
+    p.weights_scratchpad = rpd.scratchpad_desc();
   }
   return p;
 }
@@ -126,18 +155,19 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                               pad_top, pad_bottom, pad_left, pad_right, &g);
       err.failure())
     return err;
+  if (auto err = SameDtype(x, w); err.failure()) return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
     const Plan& p = Cached<Plan>(g.Key("fwd"), [&] {
       auto pd = g.Forward(eng, g.result);
-      return WithWeightReorder(dnnl::convolution_forward(pd),
+      return WithWeightReorder(pd, dnnl::convolution_forward(pd),
                                g.UserWeights(g.operand), pd.weights_desc(),
                                /*to_user=*/false);
     });
     dnnl::stream s(eng);
     memory conv_w = StagedWeights(
         p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
-    p.conv.execute(
+    Execute(p.conv, p.conv_scratchpad,
         s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
             {DNNL_ARG_WEIGHTS, conv_w},
             {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y->untyped_data())}});
@@ -156,6 +186,7 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                               pad_left, pad_right, &g);
       err.failure())
     return err;
+  if (auto err = SameDtype(dy, w); err.failure()) return err;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
     const Plan& p = Cached<Plan>(g.Key("bwd_data"), [&] {
@@ -164,15 +195,15 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
           eng, dnnl::algorithm::convolution_direct, g.Src(g.result),
           g.AnyWeights(g.operand),
           g.Dst(g.operand), {stride, stride}, {g.pt, g.pl}, {g.pb, g.pr},
-          hint);
-      return WithWeightReorder(dnnl::convolution_backward_data(pd),
+          hint, UserScratchpad());
+      return WithWeightReorder(pd, dnnl::convolution_backward_data(pd),
                                g.UserWeights(g.operand), pd.weights_desc(),
                                /*to_user=*/false);
     });
     dnnl::stream s(eng);
     memory conv_w = StagedWeights(
         p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
-    p.conv.execute(
+    Execute(p.conv, p.conv_scratchpad,
         s, {{DNNL_ARG_DIFF_DST,
              memory(g.Dst(g.operand), eng, dy.untyped_data())},
             {DNNL_ARG_WEIGHTS, conv_w},
@@ -195,6 +226,7 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
     return err;
   if (g.result != memory::data_type::f32)
     return ffi::Error::InvalidArgument("oneDNN conv: dw must be f32");
+  if (auto err = SameDtype(x, dy); err.failure()) return err;
   const auto f32 = memory::data_type::f32;
   return Guarded([&] {
     dnnl::engine& eng = Engine();
@@ -203,8 +235,8 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
       dnnl::convolution_backward_weights::primitive_desc pd(
           eng, dnnl::algorithm::convolution_direct, g.Src(g.operand),
           g.AnyWeights(f32), g.Dst(g.operand), {stride, stride}, {g.pt, g.pl},
-          {g.pb, g.pr}, hint);
-      return WithWeightReorder(dnnl::convolution_backward_weights(pd),
+          {g.pb, g.pr}, hint, UserScratchpad());
+      return WithWeightReorder(pd, dnnl::convolution_backward_weights(pd),
                                g.UserWeights(f32), pd.diff_weights_desc(),
                                /*to_user=*/true);
     });
@@ -215,18 +247,26 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
       conv_dw = memory(p.weights_desc, eng,
                        WeightScratch(p.weights_desc.get_size()));
     }
-    p.conv.execute(
+    Execute(p.conv, p.conv_scratchpad,
         s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
             {DNNL_ARG_DIFF_DST,
              memory(g.Dst(g.operand), eng, dy.untyped_data())},
             {DNNL_ARG_DIFF_WEIGHTS, conv_dw}});
-    if (p.weights_reordered) p.weights.execute(s, conv_dw, user_dw);
+    if (p.weights_reordered) {
+      Execute(p.weights, p.weights_scratchpad, s,
+              {{DNNL_ARG_FROM, conv_dw}, {DNNL_ARG_TO, user_dw}});
+    }
     s.wait();
   });
 }
 
 }  // namespace
 }  // namespace inception_onednn
+
+extern "C" int64_t InceptionOnednnAbiVersion() { return INCEPTION_ONEDNN_ABI; }
+extern "C" const char* InceptionOnednnJaxlibVersion() {
+  return INCEPTION_JAXLIB_VERSION;
+}
 
 #define INCEPTION_CONV_BINDING \
   xla::ffi::Ffi::Bind()        \

@@ -39,20 +39,52 @@ struct Pool {
     return dnnl::pooling_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training,
         dnnl::algorithm::pooling_max, Src(), Dst(), {stride, stride},
-        {window, window}, {0, 0}, {pt, pl}, {pb, pr});
+        {window, window}, {0, 0}, {pt, pl}, {pb, pr}, UserScratchpad());
   }
 };
 
 struct PoolPlan {
   dnnl::primitive pool;
   memory::desc workspace;
+  memory::desc scratchpad;
 };
 
 const PoolPlan& ForwardPlan(const Pool& p) {
   return Cached<PoolPlan>(p.Key("max_pool_fwd"), [&] {
     auto pd = p.Forward();
-    return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc()};
+    return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc(),
+                    pd.scratchpad_desc()};
   });
+}
+
+// The call's geometry from x's (or dx's) and y's (or dy's) dimensions:
+// NHWC, the same batch and channels, and a window that fits.
+ffi::Error MakePool(ffi::AnyBuffer::Dimensions in,
+                    ffi::AnyBuffer::Dimensions out, int64_t window,
+                    int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                    int64_t pr, Pool* p) {
+  if (in.size() != 4 || out.size() != 4)
+    return ffi::Error::InvalidArgument("oneDNN max pool: arrays must be NHWC");
+  if (in[0] != out[0] || in[3] != out[3] || in[0] < 1 || in[3] < 1)
+    return ffi::Error::InvalidArgument(
+        "oneDNN max pool: input and output differ in batch or channels");
+  if (auto err = CheckWindow("max pool", in[1], window, stride, pt, pb,
+                             out[1]);
+      err.failure())
+    return err;
+  if (auto err = CheckWindow("max pool", in[2], window, stride, pl, pr,
+                             out[2]);
+      err.failure())
+    return err;
+  *p = Pool{in[0], in[1], in[2], in[3], out[1], out[2], window, stride,
+            pt, pb, pl, pr, memory::data_type::f32};
+  return ffi::Error::Success();
+}
+
+// The workspace buffer must hold what oneDNN records.
+void CheckWorkspace(const PoolPlan& plan, size_t bytes) {
+  if (plan.workspace.get_size() > bytes)
+    throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
 }
 
 ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
@@ -60,19 +92,22 @@ ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
                           int64_t window, int64_t stride, int64_t pad_top,
                           int64_t pad_bottom, int64_t pad_left,
                           int64_t pad_right) {
-  auto xd = x.dimensions(), yd = y->dimensions();
-  Pool p{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], window, stride,
-         pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
+  Pool p;
+  if (auto err = MakePool(x.dimensions(), y->dimensions(), window, stride,
+                          pad_top, pad_bottom, pad_left, pad_right, &p);
+      err.failure())
+    return err;
   if (auto err = ToDnnlType(x.element_type(), &p.dt, "max pool's x");
       err.failure())
     return err;
+  if (y->element_type() != x.element_type())
+    return ffi::Error::InvalidArgument("oneDNN max pool: y must be x's dtype");
   return Guarded([&] {
     const PoolPlan& plan = ForwardPlan(p);
-    if (plan.workspace.get_size() > workspace->size_bytes())
-      throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
+    CheckWorkspace(plan, workspace->size_bytes());
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
-    plan.pool.execute(
+    Execute(plan.pool, plan.scratchpad,
         s, {{DNNL_ARG_SRC, memory(p.Src(), eng, x.untyped_data())},
             {DNNL_ARG_DST, memory(p.Dst(), eng, y->untyped_data())},
             {DNNL_ARG_WORKSPACE,
@@ -85,24 +120,31 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
                           ffi::Result<ffi::AnyBuffer> dx, int64_t window,
                           int64_t stride, int64_t pad_top, int64_t pad_bottom,
                           int64_t pad_left, int64_t pad_right) {
-  auto dyd = dy.dimensions(), xd = dx->dimensions();
-  Pool p{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], window, stride,
-         pad_top, pad_bottom, pad_left, pad_right, memory::data_type::f32};
+  Pool p;
+  if (auto err = MakePool(dx->dimensions(), dy.dimensions(), window, stride,
+                          pad_top, pad_bottom, pad_left, pad_right, &p);
+      err.failure())
+    return err;
   if (auto err = ToDnnlType(dy.element_type(), &p.dt, "max pool's dy");
       err.failure())
     return err;
+  if (dx->element_type() != dy.element_type())
+    return ffi::Error::InvalidArgument(
+        "oneDNN max pool: dx must be dy's dtype");
   return Guarded([&] {
     const PoolPlan& fwd = ForwardPlan(p);
+    CheckWorkspace(fwd, workspace.size_bytes());
     const PoolPlan& plan = Cached<PoolPlan>(p.Key("max_pool_bwd"), [&] {
       dnnl::pooling_backward::primitive_desc pd(
           Engine(), dnnl::algorithm::pooling_max, p.Src(), p.Dst(),
           {stride, stride}, {window, window}, {0, 0}, {pad_top, pad_left},
-          {pad_bottom, pad_right}, p.Forward());
-      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc()};
+          {pad_bottom, pad_right}, p.Forward(), UserScratchpad());
+      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
+                      pd.scratchpad_desc()};
     });
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
-    plan.pool.execute(
+    Execute(plan.pool, plan.scratchpad,
         s, {{DNNL_ARG_DIFF_DST, memory(p.Dst(), eng, dy.untyped_data())},
             {DNNL_ARG_WORKSPACE,
              memory(fwd.workspace, eng, workspace.untyped_data())},
