@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo flops clean ablation
+.PHONY: install test demo flops clean ablation frontier memcheck
 
 $(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml \
     setup.py $(wildcard inception/csrc/*)
@@ -47,3 +47,11 @@ ablation: install $(CIFAR10)/train
 	$(PY) sweep.py --config configs/inception_cifar.py:ablation \
 	    --sweep configs/sweeps/cifar10_ablation.py --workdir $(ABLATION) \
 	    --config.dataset=folder:$(CIFAR10) --parallel 2
+
+# Every oneDNN handler at small shapes under valgrind's memcheck (~25 min on
+# 2 cores); fails on any error inside oneDNN or the handlers.
+memcheck: install
+	mkdir -p runs
+	valgrind --tool=memcheck --smc-check=all-non-file --log-file=runs/memcheck.log \
+	    $(PY) tests/memcheck_onednn.py | tee -a runs/memcheck.log
+	$(PY) tests/memcheck_onednn.py --check runs/memcheck.log

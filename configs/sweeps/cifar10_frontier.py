@@ -1,0 +1,118 @@
+"""CIFAR-10 accuracy-vs-MACs frontiers: three Inception module families.
+
+  make frontier   # the lr tuning sweep, then this one (both resumable)
+  python sweep.py --config configs/inception_cifar.py:frontier \
+      --sweep configs/sweeps/cifar10_frontier.py \
+      --workdir results/cifar10_frontier --config.dataset=folder:/tmp/cifar10
+
+A family is one module design trained at several widths (GoogLeNet-CIFAR,
+the ``:frontier`` recipe, train[:90%] / eval train[90%:]):
+  * bottleneck: Table 1's module (1x1 reductions, pool projection);
+  * naive: Fig. 2a's module, at the width whose MACs per image equal the
+    bottleneck network's at each width (bisection on the FLOP accounting);
+  * separable: the bottleneck module with depthwise-separable 3x3/5x5.
+
+Each family's peak learning rate is the best of ``LEARNING_RATES`` on the
+tuning sweep (``configs/sweeps/cifar10_frontier_lr.py``: one seed at
+its ``TUNING_WIDTH``, trained on train[:80%], chosen on train[80%:90%]),
+read from its finished runs; train[90%:] is touched only here. The
+bottleneck and naive families also run ``LONG_EPOCHS`` epochs at their
+``TUNING_WIDTH``, to show whether their difference still moves with a
+longer schedule.
+"""
+import json
+import os
+
+from inception import budget, flops, specs, sweep
+from inception.errors import UserError
+
+FAMILIES = ('bottleneck', 'naive', 'separable')
+# Each family's widths, as the bottleneck network's width for the naive
+# family (which is then narrowed to its MACs). The separable module costs
+# ~0.44x the MACs at one width, so it runs one step wider: both ranges
+# overlap (about 10M to 23M MACs per image). Below 5/64 the naive family
+# cannot reach the bottleneck's MACs within 5% (integer channel counts).
+WIDTHS = {'bottleneck': (0.078125, 0.125), 'naive': (0.078125, 0.125),
+          'separable': (0.125, 0.1875)}
+# The lr grid's width per family, its cheapest; the long runs' too.
+TUNING_WIDTH = {family: widths[0] for family, widths in WIDTHS.items()}
+LEARNING_RATES = (0.1, 0.2, 0.4)  # each family's one-cycle peak, tuned
+SEEDS = (0, 1, 2)
+LONG_EPOCHS = 24  # three times the recipe's 8
+# Where the tuning sweep's runs are, relative to the repository root.
+TUNING_DIR = 'results/cifar10_frontier_lr'
+FINAL_SPLITS = {'train_split': 'train[:90%]', 'eval_split': 'train[90%:]'}
+TUNING_SPLITS = {'train_split': 'train[:80%]', 'eval_split': 'train[80%:90%]'}
+
+
+def _model(bottleneck: bool, separable: bool, width: float) -> dict:
+  return {'model.bottleneck': bottleneck, 'model.pool_proj': bottleneck,
+          'model.separable': separable, 'model.width': width}
+
+
+def family_overrides(config, family: str, width: float) -> dict:
+  """The model overrides of ``family`` at the bottleneck-network ``width``."""
+  if family == 'bottleneck':
+    return _model(True, False, width)
+  if family == 'separable':
+    return _model(True, True, width)
+  if family != 'naive':
+    raise ValueError(f'unknown family {family!r}; use one of {FAMILIES}')
+  model = specs.model_spec(config)
+  options = {**dict(model.kwargs), 'separable': False}
+  target = budget.macs(model.name, model.input_shape,
+                       **{**options, 'bottleneck': True, 'pool_proj': True,
+                          'width': width})
+  naive = {**options, **flops.naive_overrides(model.name)}
+  naive_width, _ = budget.equal_macs_width(model.name, model.input_shape,
+                                           naive, target)
+  return _model(False, False, naive_width)
+
+
+def tuning_runs(config) -> list[tuple[str, float, dict]]:
+  """(family, peak lr, overrides) of every run of the lr tuning sweep."""
+  return [(family, lr, {**family_overrides(config, family,
+                                           TUNING_WIDTH[family]),
+                        'learning_rate': lr, 'seed': 0, **TUNING_SPLITS})
+          for family in FAMILIES for lr in LEARNING_RATES]
+
+
+def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
+  """family -> the peak lr with the best final accuracy on the tuning split.
+
+  Ties go to the smaller lr.
+
+  Raises:
+    UserError: a tuning run is missing or unfinished.
+  """
+  scores = {}
+  for family, lr, overrides in tuning_runs(config):
+    path = os.path.join(root, TUNING_DIR, sweep.run_name(overrides),
+                        'summary.json')
+    try:
+      with open(path) as f:
+        scores[family, lr] = float(json.load(f)['final_eval']['accuracy'])
+    except (OSError, ValueError, KeyError, TypeError):
+      raise UserError(
+          f'the lr tuning run {path} is missing or unfinished: run the '
+          'tuning sweep first (make frontier runs both)') from None
+  return {family: max(LEARNING_RATES, key=lambda lr: (scores[family, lr], -lr))
+          for family in FAMILIES}
+
+
+def get_sweep(config):
+  """One dict of overrides per final run: seed-major, long runs last."""
+  lrs = tuned_learning_rates(config)
+  runs = []
+  for seed in SEEDS:
+    for i in range(2):
+      for family in FAMILIES:
+        runs.append({**family_overrides(config, family, WIDTHS[family][i]),
+                     'learning_rate': lrs[family], 'seed': seed,
+                     **FINAL_SPLITS})
+  for seed in SEEDS:
+    for family in ('bottleneck', 'naive'):
+      runs.append({**family_overrides(config, family, TUNING_WIDTH[family]),
+                   'learning_rate': lrs[family], 'seed': seed,
+                   'num_epochs': LONG_EPOCHS, **FINAL_SPLITS})
+  return runs
