@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo flops clean ablation frontier memcheck
+.PHONY: install install-gpu install-tpu test demo flops clean ablation frontier memcheck
 
-$(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt pyproject.toml \
+$(STAMP): requirements.txt requirements-common.txt requirements-test.txt requirements-cluster.txt \
+    constraints.txt pyproject.toml \
     setup.py $(wildcard inception/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
@@ -19,6 +20,15 @@ $(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constr
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Accelerators: the same jax, jaxlib and flax pins with the platform's
+# plugin, no oneDNN (and no compiler needed). Run on the GPU or TPU host.
+install-gpu install-tpu: install-%:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+	    -r requirements-$*.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -c "import jax; print(jax.devices())"
 
 test: install
 	$(PY) -m pytest -q
@@ -33,20 +43,36 @@ demo: install
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# The CIFAR-10 bottleneck ablation (configs/sweeps/cifar10_ablation.py):
+# CIFAR-10 for the published sweeps: TFDS's cifar10 by default (downloaded
+# where there is a network), or CIFAR10=/path/to/folder, an image tree
+# <split>/<class>/<image> (e.g. the JPEG copy the published runs used, which
+# a resume of them needs: another dataset is another run).
+CIFAR10 ?=
+DATASET := $(if $(CIFAR10),folder:$(abspath $(CIFAR10)),cifar10)
+# After a sweep's exit status 2 (a user error, e.g. no dataset), the two ways
+# to give it CIFAR-10; any other status passes through unchanged.
+NO_CIFAR10 = { rc=$$?; [ $$rc -ne 2 ] || echo "make $@: its CIFAR-10 is TFDS's cifar10, \
+    which needs the network once, or an image folder: make $@ CIFAR10=/path/to/folder"; \
+    exit $$rc; }
+
+# The CIFAR-10 bottleneck ablation, 4 epochs (configs/sweeps/cifar10_ablation.py):
 # resumable, skips finished runs; then the report. About 15 h on a 2-core CPU
 # at --parallel 2; 5 min on one H200 at --parallel 8 (results/cifar10_ablation).
-CIFAR10 ?= /tmp/cifar10
-CIFAR10_TAR ?= ../shared/data/cifar10-jpeg-train.tar.gz
-ABLATION := results/cifar10_ablation
-
-$(CIFAR10)/train:
-	mkdir -p $(CIFAR10) && tar xzf $(CIFAR10_TAR) -C $(CIFAR10)
-
-ablation: install $(CIFAR10)/train
+ablation: install
 	$(PY) sweep.py --config configs/inception_cifar.py:ablation \
-	    --sweep configs/sweeps/cifar10_ablation.py --workdir $(ABLATION) \
-	    --config.dataset=folder:$(CIFAR10) --parallel 2
+	    --sweep configs/sweeps/cifar10_ablation.py --workdir results/cifar10_ablation \
+	    --config.dataset=$(DATASET) --parallel 2 || $(NO_CIFAR10)
+
+# The accuracy-vs-MACs frontier: the lr tuning sweep, then the frontier sweep
+# with each family's tuned lr (configs/sweeps/cifar10_frontier.py); both
+# resumable. Sized to about 8 CPU-hours on 2 cores.
+frontier: install
+	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
+	    --sweep configs/sweeps/cifar10_frontier_lr.py \
+	    --workdir results/cifar10_frontier_lr --config.dataset=$(DATASET) || $(NO_CIFAR10)
+	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
+	    --sweep configs/sweeps/cifar10_frontier.py \
+	    --workdir results/cifar10_frontier --config.dataset=$(DATASET) || $(NO_CIFAR10)
 
 # Every oneDNN handler at small shapes under valgrind's memcheck (~25 min on
 # 2 cores); fails on any error inside oneDNN or the handlers.

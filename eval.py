@@ -8,6 +8,11 @@ The config is the run's own (WORKDIR/config.json) unless --config is given;
 """
 import sys
 
+from inception import interrupt
+
+interrupt.install()  # before the heavy imports: Ctrl-C is one line
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from ml_collections import config_flags
 

@@ -5,7 +5,11 @@
 
 Flags and behaviour: ``python sweep.py --help`` and ``inception.sweep_main``.
 """
-from inception import sweep_main
+from inception import interrupt
+
+interrupt.install()  # before the heavy imports: Ctrl-C is one line
+
+from inception import sweep_main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == '__main__':
   sweep_main.run()

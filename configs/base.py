@@ -48,6 +48,8 @@ def get_config():
 
   config.seed = 0  # Seeds init, dropout and the data order; same seed -> same run.
   config.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every N steps.
+  config.stuck_windows = 5  # Warn when the loss sits at chance with a vanishing gradient this many log windows running (0: never).
+  config.stop_when_stuck = False  # True: a stuck run stops (its checkpoint kept) instead of training on.
   config.eval_every_epochs = 1.0  # Evaluate on eval_split every this many epochs (and at the end).
   config.eval_flip = False  # Eval logits averaged over each image and its mirror (flip TTA).
   config.ema_decay = 0.0  # > 0: evaluate an EMA of the params and BatchNorm stats, this decay per step.

@@ -1,5 +1,6 @@
 """Builds the objects of an experiment from its specs: model, schedule, optimizer."""
 import jax
+import jax.numpy as jnp
 import optax
 
 from inception import models
@@ -17,6 +18,24 @@ def model(spec: ModelSpec, **overrides):
     return models.get_model(spec.name, **{**spec.kwargs, **overrides})
   except ValueError as e:
     raise UserError(str(e)) from None
+
+
+def check_input_size(module, spec: ModelSpec):
+  """The model must accept the spec's image size (e.g. not too small).
+
+  Raises:
+    UserError: initialising the model at that size fails.
+  """
+  x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
+  try:
+    jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False),
+                   x)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'model {spec.name!r} cannot take '
+                    f'{spec.image_size}x{spec.image_size}x{spec.channels}'
+                    f' images ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:200] if str(e) else ""}); '
+                    'change --config.image_size') from None
 
 
 def total_steps(spec: OptimizerSpec, steps_per_epoch: int) -> int:

@@ -6,7 +6,11 @@ to, the step, and bookkeeping such as the accumulated train time. Orbax
 writes into a temporary directory and renames it when complete, so a kill
 mid-save leaves the previous checkpoints intact.
 """
+import contextlib
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 import jax
@@ -17,6 +21,92 @@ from inception import workdir as workdir_lib
 from inception.errors import TrainingError, UserError, first_line
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINTS
+
+
+# How orbax's writers (TensorStore among them) report a failed write: an
+# OSError, or a ValueError/RuntimeError carrying the OS's message.
+_IO_ERRORS = (('No space left on device', 'no space left on the device'),
+              ('Disk quota exceeded', 'the disk quota is exceeded'),
+              ('Read-only file system', 'the file system is read-only'),
+              ('Permission denied', 'permission denied'),
+              ('RESOURCE_EXHAUSTED', 'the storage is full'))
+
+
+def _io_failure(e: BaseException) -> str | None:
+  """What went wrong if ``e`` is a failed write; None for anything else."""
+  if isinstance(e, OSError):
+    return f'{e.strerror or e}: {e.filename or ""}'.rstrip(': ')
+  text = str(e)
+  for needle, why in _IO_ERRORS:
+    if needle in text:
+      return why
+  return None
+
+
+class _Held:
+  """What the process wrote to stderr (fd 2) while held."""
+
+  def __init__(self):
+    self.dropped = False
+
+  def drop(self):
+    self.dropped = True
+
+
+_REAL_STDERR = [2]  # where stderr really goes while it is held
+
+
+def write_stderr(text: str) -> None:
+  """Writes to the real stderr, even while a save holds fd 2 back."""
+  try:
+    os.write(_REAL_STDERR[0], text.encode())
+  except OSError:
+    pass
+
+
+@contextlib.contextmanager
+def _stderr_held():
+  """Holds fd 2's output back; writes it out at the end unless dropped.
+
+  A failed write makes each of TensorStore's writer threads print its own
+  traceback straight to fd 2; the failure itself reaches the user as one
+  ``error:`` line, so those are dropped. Nothing is lost on success, and
+  ``write_stderr`` reaches the terminal meanwhile (a second Ctrl-C).
+  """
+  held = _Held()
+  if sys.stderr is not None:
+    sys.stderr.flush()
+  try:
+    saved = os.dup(2)
+  except OSError:  # no descriptor to spare: do not hold
+    yield held
+    return
+  try:
+    buffer = tempfile.TemporaryFile()
+  except OSError:  # no space for the buffer either: do not hold
+    os.close(saved)
+    yield held
+    return
+  os.dup2(buffer.fileno(), 2)
+  _REAL_STDERR[0] = saved
+  try:
+    yield held
+  finally:
+    if sys.stderr is not None:
+      sys.stderr.flush()
+    os.dup2(saved, 2)
+    _REAL_STDERR[0] = 2
+    os.close(saved)
+    try:
+      if not held.dropped:
+        buffer.seek(0)
+        text = buffer.read()
+        if text:
+          os.write(2, text)
+    except OSError:  # a closed terminal: the save itself succeeded
+      pass
+    finally:
+      buffer.close()
 
 
 class Checkpointer:
@@ -58,14 +148,31 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    except OSError as e:
-      kept = self.steps()
+      with _stderr_held() as held:
+        try:
+          self._manager.save(step, args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              meta=ocp.args.JsonSave(meta)))
+        except Exception:  # pylint: disable=broad-except
+          held.drop()  # the writers' own tracebacks of this failure
+          raise
+    except Exception as e:  # pylint: disable=broad-except
+      why = _io_failure(e)
+      if why is None:
+        raise
+      self._remove_partial(step)
       raise TrainingError(
-          f'saving the checkpoint at step {step} failed ({e.strerror or e}: '
-          f'{e.filename or self.directory}); the previous checkpoints '
-          f'{kept} are kept') from None
+          f'saving the checkpoint at step {step} failed ({why}; under '
+          f'{self.directory}); the previous checkpoints {self.steps()} are '
+          'kept: free space or fix permissions, then run the same command '
+          'to continue') from None
+
+  def _remove_partial(self, step: int):
+    """Deletes the failed save's temporary directory (frees the space)."""
+    for name in os.listdir(self.directory) if os.path.isdir(
+        self.directory) else []:
+      if name.startswith(f'{step}.orbax-checkpoint-tmp'):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def read_meta(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(

@@ -2,7 +2,10 @@
 import logging as std_logging
 import os
 import re
+import signal
 import sys
+import threading
+import warnings
 
 import jax
 import ml_collections
@@ -26,18 +29,80 @@ def run(main):
         os.path.expanduser('~'), '.cache', 'inception-1x1', 'jax'))
 
   def wrapped(argv):
-    # Orbax and JAX log every save and every absent accelerator at INFO;
-    # --verbosity=0 brings them back.
+    # Orbax and JAX log every save and every absent accelerator at INFO, and
+    # libraries warn about what is no mistake of the user's; only our own
+    # warnings show unless --verbosity is given.
     if not flags.FLAGS['verbosity'].present:
       absl_logging.set_verbosity(absl_logging.WARNING)
+      quiet_libraries()
     std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
     try:
+      # From here on Ctrl-C is a KeyboardInterrupt again (inception.interrupt
+      # covered the imports and flag parsing), told in one line below.
+      if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
       return main(argv)
-    except (UserError, TrainingError) as e:
+    except UserError as e:
       print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(2 if isinstance(e, UserError) else 1)
+      sys.exit(2)
+    except TrainingError as e:
+      # Leave at once: background writers of a failed save would otherwise
+      # print their own tracebacks at interpreter exit. Every file of the
+      # run was closed when the loop unwound.
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      if jax.process_count() > 1:  # the other processes need the shutdown
+        sys.exit(1)
+      sys.stdout.flush()
+      os._exit(1)  # pylint: disable=protected-access
+    except KeyboardInterrupt:
+      # Worker threads of the input pipeline would each print a traceback
+      # on a normal exit: leave at once.
+      print('error: interrupted; nothing was written after the interrupt',
+            file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(130)  # pylint: disable=protected-access
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+_OURS = (os.path.dirname(os.path.abspath(__file__)),
+         os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _is_ours(path: str) -> bool:
+  """Whether a log record or warning comes from this project's code."""
+  path = os.path.abspath(path or '')
+  here, repo = _OURS
+  return path.startswith(here + os.sep) or (
+      os.path.dirname(path) == repo and path.endswith('.py'))
+
+
+class _OwnRecordsOnly(std_logging.Filter):
+  """Keeps our log records and libraries' errors; drops the rest.
+
+  (A failed checkpoint write's errors, logged by each of orbax's threads,
+  are held back with the rest of its output: ``checkpoint._stderr_held``.)
+  """
+
+  def filter(self, record):
+    return record.levelno >= std_logging.ERROR or _is_ours(record.pathname)
+
+
+def quiet_libraries() -> None:
+  """Silences other libraries' warnings (log records and Python warnings).
+
+  The project's own warnings (``inception/`` and the entry points) and any
+  library's errors still show; ``--verbosity`` keeps everything.
+  """
+  absl_logging.get_absl_handler().addFilter(_OwnRecordsOnly())
+  show = warnings.showwarning
+
+  def showwarning(message, category, filename, lineno, file=None,
+                  line=None):
+    if _is_ours(filename):
+      show(message, category, filename, lineno, file, line)
+
+  warnings.showwarning = showwarning
 
 
 def _parse_flags(argv):
@@ -98,4 +163,4 @@ def with_saved_config(argv: list[str]) -> list[str]:
     return argv
   from inception import saved_config  # pylint: disable=g-import-not-at-top
   return [argv[0], f'--config={saved_config.__file__}:'
-          f'{os.path.abspath(workdir)}', *argv[1:]]
+          f'{os.path.abspath(os.path.expanduser(workdir))}', *argv[1:]]

@@ -72,20 +72,25 @@ def activation_dtype(impl: str, compute_dtype=None,
                      bn_after_every_conv: bool = True):
   """The dtype a model keeps its activations in between layers.
 
-  bfloat16 when the compute dtype is bf16, ``impl`` runs on oneDNN and
-  BatchNorm follows every convolution (no depthwise layers, which are
-  XLA's): oneDNN's convolutions, BatchNorm + ReLU and max pooling then read
-  and write bf16 as it is, which halves the memory traffic and drops a
-  conversion pass around each kernel (full-width GoogLeNet-CIFAR: 1.22x the
-  step with float32 activations). float32 everywhere else: XLA:CPU runs bf16
-  elementwise work (bias, ReLU, dropout, its own BatchNorm) through f32
-  conversions, slower than in f32, so a network without BatchNorm (NiN)
-  loses more there than its convolutions gain (0.64x); GPU and TPU keep
-  float32 activations with bf16 GEMM operands. Measurements:
-  ``benchmarks/README.md`` (``throughput.py --activation_dtype``).
+  The one statement of the mixed-precision policy. With a float32 compute
+  dtype everything is float32. With bfloat16, parameters, optimizer state,
+  BatchNorm statistics, the loss and the logits stay float32 and every
+  product accumulates in float32; the activations between layers are:
+    * bfloat16 on GPU and TPU (flax examples' ``half_precision``, big_vision,
+      timm's AMP): it halves the memory traffic that small convolutions are
+      bound by;
+    * bfloat16 on the CPU where ``impl`` runs on oneDNN and BatchNorm follows
+      every convolution (no depthwise layers, which are XLA's): oneDNN's
+      kernels read and write bf16 as it is;
+    * float32 elsewhere on the CPU: XLA:CPU runs bf16 elementwise work
+      through f32 conversions, slower than f32 (NiN, the separable nets).
+  The CPU measurements behind the rule are in ``benchmarks/README.md``
+  (``throughput.py --activation_dtype``); ``config.activation_dtype``
+  overrides it.
   """
-  if (bn_after_every_conv and compute_dtype is not None
-      and jnp.dtype(compute_dtype) == jnp.bfloat16 and uses_onednn(impl)):
+  if compute_dtype is None or jnp.dtype(compute_dtype) != jnp.bfloat16:
+    return jnp.dtype(jnp.float32)
+  if not _on_cpu() or (bn_after_every_conv and uses_onednn(impl)):
     return jnp.dtype(jnp.bfloat16)
   return jnp.dtype(jnp.float32)
 

@@ -4,8 +4,9 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
 
-from inception import (checkpoint, data, experiment, sharding,
+from inception import (checkpoint, data, experiment, identity, sharding,
                        workdir as workdir_lib)
 from inception.errors import UserError
 
@@ -16,8 +17,9 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
   Every example counts exactly once: the last batch is padded and masked.
 
   Returns:
-    ``accuracy``, ``loss``, ``num_examples``, ``per_class_accuracy`` (a list
-    indexed by class), ``seconds`` and ``images_per_s`` (both excluding the
+    ``accuracy``, ``top5_accuracy`` (None with 5 classes or fewer),
+    ``loss``, ``num_examples``, ``per_class_accuracy`` (a list
+    indexed by class; None for a class the split does not hold), ``seconds`` and ``images_per_s`` (both excluding the
     first batch, which includes compilation).
   """
   sums, timed_examples = None, 0
@@ -37,12 +39,18 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
   sums = jax.tree.map(np.asarray, jax.device_get(sums))
   seconds = time.perf_counter() - start
   count = float(sums['count'])
-  per_class = sums['class_correct'] / np.maximum(sums['class_count'], 1)
+  # A class with no example in the split has no accuracy: None, not 0.
+  per_class = [float(c / n) if n else None for c, n in
+               zip(sums['class_correct'], sums['class_count'])]
+  num_classes = len(sums['class_count'])
   return {
       'accuracy': float(sums['correct']) / count,
+      # GoogLeNet's ImageNet metric; with 5 classes or fewer it is always 1.
+      'top5_accuracy': (float(sums['correct_top5']) / count
+                        if num_classes > 5 else None),
       'loss': float(sums['loss']) / count,
       'num_examples': int(count),
-      'per_class_accuracy': [float(a) for a in per_class],
+      'per_class_accuracy': per_class,
       'seconds': seconds,
       'images_per_s': timed_examples / seconds if timed_examples else None,
   }
@@ -76,30 +84,59 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   """Restores ``workdir``'s checkpoint (latest or ``step``) and evaluates it.
 
   Writes ``workdir/eval.json`` and returns the same dict, which adds
-  ``step``, ``split``, ``params`` and ``macs`` to ``run``'s metrics.
+  ``step``, ``split``, ``params``, ``macs`` and ``overrides`` (each config
+  field this evaluation changed from the run's saved config, e.g.
+  ``eval_flip``: {'saved': ..., 'used': ...}) to ``run``'s metrics. A
+  workdir that cannot be written (a read-only mount) still gets its result,
+  with a warning that eval.json was not saved.
   """
+  workdir = workdir_lib.resolve(workdir)
   exp, state = restore_run(config, workdir, step)
   metrics = run(exp, state, split)
   cost = exp.cost()
   result = {'step': int(jax.device_get(state.step)),
             'split': split or exp.specs.data.eval_split, **metrics,
             'params': cost.params, 'macs': cost.macs,
-            'class_names': list(exp.info.class_names)}
+            'class_names': list(exp.info.class_names),
+            'overrides': _overrides(config, workdir)}
   if jax.process_index() == 0:
-    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.EVAL), result)
+    file = workdir_lib.path(workdir, workdir_lib.EVAL)
+    try:
+      workdir_lib.write_json(file, result)
+    except OSError as e:
+      logging.warning('could not save %s (%s); the result is printed only',
+                      file, e.strerror)
   return result
+
+
+def _overrides(config, workdir: str) -> dict:
+  """field -> {'saved', 'used'} where ``config`` differs from the run's own."""
+  file = workdir_lib.path(workdir, workdir_lib.CONFIG)
+  if not os.path.exists(file):
+    return {}
+  diff = identity.differences(workdir_lib.read_config(file),
+                              identity.saved_config(config))
+  return {k: {'saved': a, 'used': b} for k, (a, b) in diff.items()}
 
 
 def format_result(result: dict) -> str:
   """A human-readable report of ``evaluate_checkpoint``'s result."""
   lines = [
       f"step {result['step']} on {result['split']}: accuracy "
-      f"{result['accuracy']:.4f}, loss {result['loss']:.4f} over "
-      f"{result['num_examples']:,} examples",
+      f"{result['accuracy']:.4f}"
+      + (f", top-5 {result['top5_accuracy']:.4f}"
+         if result.get('top5_accuracy') is not None else '')
+      + f", loss {result['loss']:.4f} over {result['num_examples']:,} "
+      'examples',
       f"params {result['params']:,}, MACs/image {result['macs']:,}, "
       f"{result['images_per_s'] or float('nan'):.0f} images/s",
       'per-class accuracy:',
   ]
-  lines += [f'  {name:>12s}  {acc:.4f}' for name, acc in
-            zip(result['class_names'], result['per_class_accuracy'])]
+  lines += [f'  {name:>12s}  ' + ('absent' if acc is None else f'{acc:.4f}')
+            for name, acc in zip(result['class_names'],
+                                 result['per_class_accuracy'])]
+  if result.get('overrides'):
+    lines.append('changed from the run\'s config: ' + ', '.join(
+        f'{k}={v["used"]!r} (trained with {v["saved"]!r})'
+        for k, v in result['overrides'].items()))
   return '\n'.join(lines)

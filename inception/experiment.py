@@ -73,18 +73,6 @@ def _check_kernels(spec: specs.ModelSpec):
                     "mesh; use 'auto', which picks the kernels per run")
 
 
-def _check_input_size(model, spec: specs.ModelSpec):
-  """The model must accept the spec's image size (e.g. not too small)."""
-  x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
-  try:
-    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  except Exception as e:  # pylint: disable=broad-except
-    raise UserError(f'model {spec.name!r} cannot take '
-                    f'{spec.image_size}x{spec.image_size}x{spec.channels}'
-                    f' images ({str(e).splitlines()[0][:200]}); change '
-                    '--config.image_size') from None
-
-
 def setup(config: ml_collections.ConfigDict) -> Experiment:
   """Reads ``config`` once into specs and builds the experiment from them.
 
@@ -97,7 +85,7 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   sharding.check_batch_size(s.data.batch_size)
   _check_kernels(s.model)
   model = build.model(s.model)  # a bad name or option fails before data loads
-  _check_input_size(model, s.model)
+  build.check_input_size(model, s.model)
   info = data.get_info(s.data)
   if s.data.eval_split and not info.num_eval_examples:
     raise UserError(f'eval split {s.data.eval_split!r} is empty; give it '

@@ -17,7 +17,7 @@ from inception.errors import UserError
 
 # Fields a resume may change: cadence and retention, never the result.
 MUTABLE = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
-           'keep_checkpoints')
+           'keep_checkpoints', 'stuck_windows', 'stop_when_stuck')
 _PATHS = ('data_dir', 'init_from')
 
 
@@ -50,8 +50,9 @@ def flatten(d: dict, prefix: str = '') -> dict:
 def differences(saved: dict, requested: dict) -> dict[str, tuple]:
   """field -> (saved value, requested value) for every field that differs.
 
-  Only fields present on both sides count: a field the code gained (or lost)
-  after the run was saved was not part of its identity.
+  Only fields present on both sides count: a field the code lost after the
+  run was saved is no longer part of its identity (``check_resume`` refuses
+  a saved config that lacks a field).
   """
   a, b = flatten(saved), flatten(requested)
   return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]}
@@ -74,15 +75,16 @@ def check_resume(config, workdir: str, has_checkpoint: bool) -> dict:
   """
   path = workdir_lib.path(workdir, workdir_lib.CONFIG)
   has_summary = os.path.exists(workdir_lib.path(workdir, workdir_lib.SUMMARY))
-  if not os.path.exists(path) or not (has_checkpoint or has_summary):
+  if not (has_checkpoint or has_summary):
     return {}
-  try:
-    saved = workdir_lib.read_json(path)
-  except UserError:
-    if has_checkpoint:
-      raise
-    return {}
-  diff = differences(saved, saved_config(config))
+  if not os.path.exists(path):
+    raise UserError(
+        f'{workdir} holds a trained run but no {workdir_lib.CONFIG}, so '
+        'whether this command would change its result cannot be checked: '
+        f'restore {workdir_lib.CONFIG} or use a new --workdir')
+  saved = workdir_lib.read_config(path)
+  requested = saved_config(config)
+  diff = differences(saved, requested)
   refused = {k: v for k, v in diff.items() if k not in MUTABLE}
   if refused:
     fields = '; '.join(f'{k}: saved {a!r}, requested {b!r}'
@@ -92,4 +94,12 @@ def check_resume(config, workdir: str, has_checkpoint: bool) -> dict:
         'change the result, so a resume may not change them: use a new '
         '--workdir (with --config.init_from='
         f'{workdir} to start from its weights)')
+  # A field the code gained since is filled in by read_config; any other
+  # field the saved config lacks was deleted, and its value is unknown.
+  missing = sorted(set(flatten(requested)) - set(flatten(saved)))
+  if missing:
+    raise UserError(
+        f'{path} lacks {", ".join(missing)}, so whether this command would '
+        'change the run cannot be checked: restore the file or use a new '
+        '--workdir')
   return {k: v for k, v in diff.items() if k in MUTABLE}

@@ -3,12 +3,9 @@
 All modules are Flax Linen, NHWC. ``dtype`` is the GEMM compute dtype (e.g.
 ``jnp.bfloat16``): the operands of every 1x1, im2col, XLA convolution and
 dense layer are cast to it and accumulate in float32 (``inception.gemm``).
-Parameters, BatchNorm statistics and the logits stay float32. Activations
-are float32 too, except on oneDNN with a bf16 ``dtype`` in a network with
-BatchNorm, where every kernel between two convolutions reads and writes bf16
-(``conv_ops.activation_dtype``, measured per network; a model's
-``activation_dtype`` overrides it): elsewhere XLA:CPU's bf16 elementwise
-work is slower than fp32. Layers keep their input's dtype.
+Parameters, BatchNorm statistics and the logits stay float32; the
+activations' dtype is the model's policy (``conv_ops.activation_dtype``), and
+layers keep their input's dtype.
 """
 from typing import Any, NamedTuple, Sequence
 

@@ -168,9 +168,12 @@ class Progress:
                enabled: bool = True):
     self._batch = batch_size
     self._tty = enabled and sys.stderr.isatty()
+    # tqdm's own rate and ETA would count the compiling first step; ours
+    # (in the postfix) start after it.
     self._bar = tqdm.tqdm(total=total, initial=initial, unit='step',
                           dynamic_ncols=True, disable=not self._tty,
-                          smoothing=0.1)
+                          bar_format='{l_bar}{bar}| {n_fmt}/{total_fmt} '
+                          '[{elapsed}{postfix}]')
     self._enabled = enabled
     self._total = total
     self._start = time.perf_counter()
@@ -184,14 +187,19 @@ class Progress:
     del step
     self._bar.update(n)
 
+  def eta(self, step: int) -> float:
+    """Seconds left at the rate measured since ``start_clock`` (inf: none)."""
+    done = step - self._initial
+    rate = done / max(time.perf_counter() - self._start, 1e-9)
+    return (self._total - step) / rate if rate > 0 else float('inf')
+
   def log(self, step: int, loss: float, images_per_s: float):
-    """Shows the latest window's loss and throughput."""
+    """Shows the latest window's loss, throughput and the ETA."""
+    eta = self.eta(step)
     if self._tty:
-      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_s:.0f}')
+      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_s:.0f}',
+                            eta=f'{eta:.0f}s')
     elif self._enabled:
-      done = step - self._initial
-      rate = done / max(time.perf_counter() - self._start, 1e-9)
-      eta = (self._total - step) / rate if rate else float('inf')
       print(f'step {step}/{self._total}  loss {loss:.4f}  '
             f'{images_per_s:.0f} img/s  eta {eta:.0f}s', flush=True)
 

@@ -21,10 +21,8 @@ Dtype = Any
 def _activations(model, x):
   """``x`` in the dtype ``model`` keeps its activations in.
 
-  ``model.activation_dtype`` if set, else the measured rule of
-  ``conv_ops.activation_dtype`` (bf16 only on oneDNN with BatchNorm after
-  every convolution: not NiN, nor the separable GoogLeNets' depthwise
-  layers).
+  ``model.activation_dtype`` if set, else the policy of
+  ``conv_ops.activation_dtype``.
   """
   separable = getattr(model, 'separable', False)
   dtype = model.activation_dtype or conv_ops.activation_dtype(
@@ -83,7 +81,9 @@ class NiN(nn.Module):
       if i == 0:
         x = conv_ops.max_pool(x, 3, 2, 'SAME', self.conv_impl)
       elif i == 1:
-        x = nn.avg_pool(x, (3, 3), (2, 2), 'SAME', count_include_pad=False)
+        # Its divisor is float32: keep the activations' dtype.
+        x = nn.avg_pool(x, (3, 3), (2, 2), 'SAME',
+                        count_include_pad=False).astype(x.dtype)
       if i < 2:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return global_avg_pool(x).astype(jnp.float32)

@@ -2,10 +2,13 @@
 
   python -m inception.report results/cifar10_ablation [--reference bottleneck]
 
-Runs are grouped into arms by their overrides, every one but the seed: from
-the sweep's manifest (``sweep.json``) when there is one, otherwise from the
-runs' own ``config.json`` (every field that differs between runs), so runs
-started from ``--dry_run`` commands on a cluster group the same way.
+Runs are grouped into arms by their overrides, every one but the seed and
+those that do not change the result (how often to log, evaluate and save:
+``inception.identity.MUTABLE``): from the sweep's manifest (``sweep.json``)
+when there is one, otherwise from the runs' own ``config.json`` (every such
+field that differs between runs), so runs started from ``--dry_run`` commands
+on a cluster group the same way. A run whose files are not what a run writes
+is reported unreadable in one warning line and left out of the arms.
 
 Writes ``results.csv`` (one row per run), ``results.md`` (arms: mean ± std,
 95% CI, params, MACs, training FLOPs, images/s; each arm against the
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 import ml_collections
 
@@ -105,41 +109,103 @@ class Arm:
 
 
 def _config_overrides(configs: list[dict]) -> list[dict]:
-  """Per run, the config fields whose values differ between runs."""
+  """Per run, the fields that change the result and differ between runs."""
   flat = [identity.flatten(c) for c in configs]
-  keys = sorted({k for f in flat for k in f})
+  keys = sorted({k for f in flat for k in f} - set(identity.MUTABLE))
   varying = [k for k in keys
              if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
   return [{k: f.get(k) for k in varying} for f in flat]
 
 
-def load_runs(workdir: str) -> list[RunResult]:
-  """Every run of a sweep directory (from its manifest, else its subdirs)."""
+def _warn(message: str):
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+_NUMBERS = ('params', 'macs', 'final_eval_accuracy', 'best_eval_accuracy',
+            'train_time_s', 'wall_time_s', 'images_per_s')
+
+
+def _number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _unreadable(run_dir: str, summary, status, config) -> str:
+  """Why a run's files are not what a run writes ('' when they are)."""
+  for name, value in ((workdir_lib.SUMMARY, summary),
+                      (workdir_lib.RUN_STATUS, status),
+                      (workdir_lib.CONFIG, config)):
+    if not isinstance(value, dict):
+      return f'{name} holds {type(value).__name__}, not a JSON object'
+  if os.path.exists(workdir_lib.path(run_dir, workdir_lib.SUMMARY)):
+    if not isinstance(summary.get('step'), int) or isinstance(
+        summary['step'], bool):
+      return f'{workdir_lib.SUMMARY} has no integer step'
+    bad = [k for k in _NUMBERS if summary.get(k) is not None
+           and not _number(summary[k])]
+    if bad:
+      return f'{workdir_lib.SUMMARY} has a non-numeric {bad[0]}'
+  if not isinstance(config.get('model', {}), dict):
+    return f'{workdir_lib.CONFIG} has no model section'
+  return ''
+
+
+def load_runs(workdir: str, warn=_warn) -> list[RunResult]:
+  """Every run of a sweep directory (from its manifest, else its subdirs).
+
+  A run whose summary, status or config is valid JSON but not what a run
+  writes (a list, null, a summary without its step) is kept as 'unreadable'
+  with one ``warn`` line; the others are reported.
+
+  Raises:
+    UserError: no runs at all, every run unreadable, or a file that is not
+      valid JSON (it names the file).
+  """
   if not os.path.isdir(workdir):
     raise UserError(f'{workdir} is not a sweep directory')
   read = workdir_lib.read_json
   manifest = read(workdir_lib.path(workdir, workdir_lib.MANIFEST))
-  entries = manifest.get('runs')
+  entries = manifest.get('runs') if isinstance(manifest, dict) else None
+  if isinstance(entries, list):
+    entries = [e for e in entries if isinstance(e, dict)
+               and isinstance(e.get('name'), str)
+               and isinstance(e.get('overrides', {}), dict)]
   if not entries:  # e.g. runs started from --dry_run commands on a cluster
     names = sorted(d for d in os.listdir(workdir) if os.path.exists(
         os.path.join(workdir, d, workdir_lib.CONFIG)))
     configs = [read(os.path.join(workdir, d, workdir_lib.CONFIG))
                for d in names]
+    readable = [c if isinstance(c, dict) else {} for c in configs]
     entries = [{'name': n, 'overrides': o}
-               for n, o in zip(names, _config_overrides(configs))]
+               for n, o in zip(names, _config_overrides(readable))]
+  if not entries:
+    raise UserError(f'{workdir} holds no runs (no {workdir_lib.MANIFEST} and '
+                    f'no run directories with a {workdir_lib.CONFIG}); give '
+                    'the --workdir of a sweep')
   runs = []
   for entry in entries:
     d = os.path.join(workdir, entry['name'])
     summary = read(workdir_lib.path(d, workdir_lib.SUMMARY))
     status = read(workdir_lib.path(d, workdir_lib.RUN_STATUS))
     config = read(workdir_lib.path(d, workdir_lib.CONFIG))
+    overrides = dict(entry.get('overrides', {}))
+    why = _unreadable(d, summary, status, config)
+    if why:
+      warn(f'{d} is unreadable ({why}); left out of the report\'s arms')
+      runs.append(RunResult(entry['name'], d, overrides, 'unreadable', {}, {},
+                            [], why))
+      continue
     state = status.get('status') or ('done' if summary else 'pending')
     records = [r for r in metrics.read_jsonl(
-        workdir_lib.path(d, workdir_lib.METRICS)) if 'eval/accuracy' in r]
-    overrides = dict(entry['overrides'])
+        workdir_lib.path(d, workdir_lib.METRICS))
+               if _number(r.get('eval/accuracy'))]
     label, kind = _arm_label(config, overrides)
-    runs.append(RunResult(entry['name'], d, overrides, state, summary, config,
-                          records, status.get('error', ''), label, kind))
+    error = status.get('error', '')
+    runs.append(RunResult(entry['name'], d, overrides, str(state), summary,
+                          config, records, error if isinstance(error, str)
+                          else json.dumps(error), label, kind))
+  if all(r.status == 'unreadable' for r in runs):
+    raise UserError(f'no run of {workdir} is readable (e.g. {runs[0].workdir}:'
+                    f' {runs[0].error}); restore the files or remove the runs')
   return runs
 
 
@@ -178,9 +244,11 @@ def arms(runs: list[RunResult]) -> list[Arm]:
   """Finished runs grouped by their overrides minus the seed, in sweep order."""
   groups: dict[str, Arm] = {}
   for r in runs:
-    if r.status != 'done' or not r.summary:
-      continue
-    rest = {k: v for k, v in r.overrides.items() if k != 'seed'}
+    if r.status != 'done' or not all(_number(r.summary.get(k)) for k in (
+        'macs', 'final_eval_accuracy')):
+      continue  # not finished, or a summary without its results
+    rest = {k: v for k, v in r.overrides.items()
+            if k != 'seed' and k not in identity.MUTABLE}
     key = json.dumps(rest, sort_keys=True)
     if key not in groups:
       groups[key] = Arm(r.arm, r.kind, [], _shape(r.config))
@@ -203,7 +271,16 @@ def _fmt(v) -> str:
     return f'{v:.4f}' if abs(v) < 10 else f'{v:,.1f}'
   if isinstance(v, int) and not isinstance(v, bool):
     return f'{v:,}'
-  return str(v).replace('|', '/').replace('\n', ' ')
+  return one_line(v)
+
+
+def one_line(text) -> str:
+  """``text`` safe in a markdown table cell or list item.
+
+  One line (every line break, a progress bar's carriage returns included,
+  becomes a space) and no ``|``, which would split a table's cells.
+  """
+  return ' '.join(str(text).replace('|', '/').splitlines())
 
 
 def _markdown(header, rows) -> str:
@@ -298,16 +375,34 @@ def _markdown_report(runs, all_arms, ref) -> str:
   note = provenance_note(runs)
   if note:
     md += ['', f'**Warning: {note}.**']
-  failed = [r for r in rows if r['status'] == 'failed']
-  if failed:
-    md += ['', '## Failed runs', ''] + [f'- {r["run"]}: {r["error"]}'
-                                        for r in failed]
+  for status, title in (('failed', 'Failed runs'),
+                        ('unreadable', 'Unreadable runs')):
+    listed = [r for r in rows if r['status'] == status]
+    if listed:
+      md += ['', f'## {title}', ''] + [
+          f'- {one_line(r["run"])}: {one_line(r["error"]).strip()}'
+          for r in listed]
   return '\n'.join(md) + '\n'
 
 
-def write_report(workdir: str, reference: str = 'bottleneck') -> dict[str, str]:
-  """Writes the report files into ``workdir``; returns their paths."""
-  runs = load_runs(workdir)
+class ReportNotWritten(UserError):
+  """The report could not be written; ``table`` holds its text."""
+
+  def __init__(self, message: str, table: str):
+    super().__init__(message)
+    self.table = table
+
+
+def write_report(workdir: str, reference: str = 'bottleneck',
+                 warn=_warn) -> dict[str, str]:
+  """Writes the report files into ``workdir``; returns their paths.
+
+  Raises:
+    UserError: nothing to report (``load_runs``).
+    ReportNotWritten: a file could not be written (a read-only folder, a
+      full disk); it carries the tables, to print instead.
+  """
+  runs = load_runs(workdir, warn)
   all_arms = arms(runs)
   ref = reference_arm(all_arms, reference)
   paths = {k: os.path.join(workdir, f) for k, f in (
@@ -315,15 +410,24 @@ def write_report(workdir: str, reference: str = 'bottleneck') -> dict[str, str]:
       ('curves', 'curves.png'), ('time', 'time.png'))}
   rows = [r.row() for r in runs]
   extra = sorted({k for row in rows for k in row} - set(COLUMNS))
-  with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, ['run', *extra, *COLUMNS[1:]])
-    writer.writeheader()
-    writer.writerows(rows)
-  with open(paths['md'], 'w', encoding='utf-8') as f:
-    f.write(_markdown_report(runs, all_arms, ref))
-  plots.plot_pareto(all_arms, paths['pareto'])
-  plots.plot_curves(all_arms, paths['curves'])
-  plots.plot_time(all_arms, paths['time'], note=provenance_note(runs))
+  table = _markdown_report(runs, all_arms, ref)
+  try:
+    with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
+      writer = csv.DictWriter(f, ['run', *extra, *COLUMNS[1:]])
+      writer.writeheader()
+      writer.writerows(rows)
+    with open(paths['md'], 'w', encoding='utf-8') as f:
+      f.write(table)
+    with warnings.catch_warnings():  # a sweep with no finished arm yet
+      warnings.filterwarnings('ignore', 'No artists with labels')
+      plots.plot_pareto(all_arms, paths['pareto'])
+      plots.plot_curves(all_arms, paths['curves'])
+      plots.plot_time(all_arms, paths['time'], note=provenance_note(runs))
+  except OSError as e:
+    raise ReportNotWritten(
+        f'cannot write the report into {workdir} ({e.strerror or e}); the '
+        'tables are printed above: fix the folder\'s permissions or free '
+        'space, then run python -m inception.report again', table) from None
   return paths
 
 
@@ -346,9 +450,18 @@ def main(argv=None):
                       'or a kind (bottleneck, naive, separable)')
   args = parser.parse_args(argv)
   try:
-    print(format_summary(write_report(args.workdir, args.reference)))
+    print(format_summary(write_report(
+        os.path.abspath(os.path.expanduser(args.workdir)), args.reference)))
+  except ReportNotWritten as e:
+    print(e.table, flush=True)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # e.g. a folder that cannot be listed
+    print(f'error: cannot read {e.filename or args.workdir} '
+          f'({e.strerror or e})', file=sys.stderr)
     sys.exit(2)
 
 

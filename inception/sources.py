@@ -151,9 +151,28 @@ def _shuffled(images, labels):
 # ---------------------------------------------------------- folder, digits
 
 
+def _entries(path: str, kind: str) -> list[str]:
+  """Sorted names of ``path``'s visible directories or files (``kind``).
+
+  An entry that cannot be followed (a symlink loop, a dangling link, no
+  permission) is neither, and is left out with the unreadable files.
+  """
+  def is_kind(entry):
+    try:
+      return entry.is_dir() if kind == 'dir' else entry.is_file()
+    except OSError:
+      return False
+  try:
+    entries = list(os.scandir(path))
+  except OSError as e:
+    raise UserError(f'cannot list {path} ({e.strerror}); check the image '
+                    'folder') from None
+  return sorted(e.name for e in entries
+                if not e.name.startswith('.') and is_kind(e))
+
+
 def _subdirs(path: str) -> list[str]:
-  return sorted(e.name for e in os.scandir(path)
-                if e.is_dir() and not e.name.startswith('.'))
+  return _entries(path, 'dir')
 
 
 def _folder_splits(root: str) -> list[str]:
@@ -186,8 +205,7 @@ def _folder_split(root, split, classes, size, channels):
                       f'train split classes {list(classes)}; remove it or '
                       'add it to the train split')
     d = os.path.join(root, split, name)
-    found = sorted(e.name for e in os.scandir(d)
-                   if e.is_file() and not e.name.startswith('.'))
+    found = _entries(d, 'file')
     if not found:
       raise UserError(f'class folder {d} holds no files; add its images or '
                       'remove the folder (an empty class would be a class '

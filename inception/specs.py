@@ -72,6 +72,8 @@ class LoopSpec:
   label_smoothing: float
   aux_loss_weight: float
   log_every_steps: int
+  stuck_windows: int  # log windows at chance loss before a warning; 0: off
+  stop_when_stuck: bool
   eval_every_epochs: float  # 0: only at the end.
   eval_flip: bool  # Average eval logits over each image and its mirror.
   ema_decay: float  # > 0: keep and evaluate an EMA of params and BN stats.
@@ -115,7 +117,8 @@ def read(config: ml_collections.ConfigDict) -> Specs:
           float(c.num_epochs), int(c.num_train_steps)),
       loop=LoopSpec(
           int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
-          int(c.log_every_steps), float(c.eval_every_epochs),
+          int(c.log_every_steps), int(c.stuck_windows),
+          bool(c.stop_when_stuck), float(c.eval_every_epochs),
           bool(c.eval_flip), float(c.ema_decay),
           int(c.checkpoint_every_steps),
           int(c.keep_checkpoints), str(c.init_from or '')))

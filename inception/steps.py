@@ -41,9 +41,13 @@ class EmaTrainState(TrainState):
     return self.ema
 
   def with_variables(self, params, batch_stats) -> 'EmaTrainState':
-    """Starts from other weights; the EMA restarts there."""
+    """Starts from other weights; the EMA restarts there.
+
+    The EMA gets copies: the train step donates the state, and one buffer
+    in two of its leaves cannot be donated twice.
+    """
     state = super().with_variables(params, batch_stats)
-    return state.replace(ema=state.variables())
+    return state.replace(ema=jax.tree.map(jnp.copy, state.variables()))
 
 
 def create_train_state(model, tx: optax.GradientTransformation, variables,
@@ -147,7 +151,9 @@ def make_eval_step(model, *, mean, std, num_classes: int, flip: bool = False):
 
   Sums (not means) over the unmasked examples, so that a host can add them up
   over batches and padded examples count for nothing: ``loss``, ``correct``,
-  ``count``, and per-class ``class_correct`` / ``class_count``. It
+  ``correct_top5`` (the label among the 5 highest logits; a label tied with
+  the 5th counts), ``count``, and per-class ``class_correct`` /
+  ``class_count``. It
   evaluates the variables' EMA when the state keeps one. With ``flip``, the
   logits are the mean over each image and its horizontal mirror (flip
   test-time augmentation).
@@ -163,9 +169,13 @@ def make_eval_step(model, *, mean, std, num_classes: int, flip: bool = False):
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    rank = jnp.sum(logits > label_logit, axis=-1)  # classes ranked above it
+    top5 = (rank < 5).astype(jnp.float32) * mask
     one_hot = jax.nn.one_hot(labels, num_classes) * mask[:, None]
     return {
         'loss': jnp.sum(losses * mask), 'correct': jnp.sum(correct),
+        'correct_top5': jnp.sum(top5),
         'count': jnp.sum(mask), 'class_correct': correct @ one_hot,
         'class_count': jnp.sum(one_hot, axis=0),
     }

@@ -7,10 +7,19 @@
       [--launcher=ray --ray_address=HOST:6379 --launcher_args=num_gpus=1]
 
 Each run trains in WORKDIR/<run name>/ in its own process. Running the same
-command again skips finished runs and resumes interrupted ones. --config.*
-overrides (written --config.field=value) apply to every run. Plans the runs
+command again skips finished runs and resumes interrupted ones; a rerun whose
+runs would resolve to another config is refused. --config.* overrides apply
+to every run, read as absl reads them (--config.field=value, --config.field
+value, --config.flag / --noconfig.flag for booleans). Plans the runs
 (``inception.sweep``), launches them (here or through ``inception.launchers``),
 then writes the report (``inception.report``).
+
+Exit status: 0 when every run is done; 1 when a run failed (the others
+finished, the report is written); 2 for a user error (one ``error:`` line);
+130 after Ctrl-C. The first Ctrl-C stops the sweep cleanly: each running run
+saves a checkpoint and is recorded 'stopped', the report of what finished is
+written, and the same command continues the sweep. A second Ctrl-C aborts
+at once (the runs keep their last checkpoints; no report).
 """
 import os
 import shlex
@@ -48,6 +57,50 @@ def absolute_config_arg(config_arg: str) -> str:
   return os.path.abspath(path) + sep + args
 
 
+def shared_overrides(argv: list[str], flag_values) -> list[str]:
+  """The ``--config.*`` overrides in ``argv``, each as ``--config.field=value``.
+
+  Read exactly as absl reads them, so that every run resolves the config
+  this process did: ``--config.k=v``; ``--config.k v`` (the next argument is
+  the value, whatever it looks like); ``--config.k`` and ``--noconfig.k`` for
+  booleans; one dash or two; nothing after ``--``. The values of other flags
+  are skipped, not mistaken for overrides. Repeats are kept in order (a
+  tuple field's flag accumulates them).
+
+  Args:
+    argv: the command line, program name first.
+    flag_values: the parsed flags (``flags.FLAGS``): which names are flags,
+      and which of them are booleans.
+  """
+  read_files = getattr(flag_values, 'read_flags_from_files', None)
+  args = read_files(argv[1:], force_gnu=False) if read_files else argv[1:]
+  out, it = [], iter(args)
+  for arg in it:
+    if arg == '--':
+      break
+    if not arg.startswith('-') or not arg.strip('-'):
+      continue  # a positional argument
+    name, eq, value = arg[2 if arg.startswith('--') else 1:].partition('=')
+    if name == 'undefok':
+      if not eq:
+        next(it, None)
+      continue
+    if name in flag_values:
+      flag = flag_values[name]
+      if not eq:
+        value = 'true' if flag.boolean else next(it, None)
+    elif (name.startswith('no') and name[2:] in flag_values
+          and flag_values[name[2:]].boolean):
+      name, value = name[2:], 'false'
+    else:
+      continue  # unknown: absl refused it, or --undefok allowed it
+    if value is None:
+      break  # absl refused the missing value already
+    if name.startswith('config.'):
+      out.append(f'--{name}={value}')
+  return out
+
+
 def dry_run_commands(runs: list[sweep.Run], config_arg: str,
                      extra: list[str]) -> list[str]:
   """One plain shell command per run, for a cluster scheduler."""
@@ -58,16 +111,21 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
               extra: list[str], parallel: int = 1, dry_run: bool = False,
               echo=print, launcher: str = 'local',
               launcher_args: list[str] | None = None, ray_address: str = '',
-              submitit_cluster: str | None = None) -> dict[str, str] | None:
+              submitit_cluster: str | None = None,
+              interrupt: sweep.Interrupt | None = None
+              ) -> dict[str, str] | None:
   """Plans and runs a sweep (``main`` then writes the report).
 
   Args:
+    workdir: the sweep's directory (``~`` expanded, made absolute here).
     launcher: 'local', 'slurm' or 'ray' (``inception.launchers``).
     launcher_args: ``key=value`` resources for the launcher, e.g.
       ``partition=gpu``, ``time=240`` (minutes), ``gpus_per_node=1``.
     ray_address: Ray cluster to join ('' starts a local instance).
     submitit_cluster: submitit's ``cluster`` (None: SLURM where ``sbatch``
       exists; 'local': processes on this machine, as the tests use).
+    interrupt: the local launcher's Ctrl-C handling (``sweep.Interrupt``);
+      its ``requested`` says afterwards whether the sweep was stopped.
 
   Returns:
     run name -> final status, or None for a dry run (which prints each arm,
@@ -77,12 +135,16 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
   if parallel < 1:
     raise UserError(f'--parallel must be at least 1, got {parallel}')
   args = launchers.parse_args(launcher, launcher_args or [])
+  workdir = workdir_lib.resolve(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'--workdir {workdir} is a file; give a directory')
-  runs = sweep.plan(os.path.abspath(workdir),
-                    sweep.load_sweep(sweep_path, config))
   config_arg = absolute_config_arg(config_arg)
-  jobs_dir = os.path.join(os.path.abspath(workdir), '.submitit')
+  # In a dry run too, and before anything runs: a rerun of another config,
+  # against the manifest (before the sweep file's work), then every run.
+  sweep.check_rerun(workdir, config_arg, extra, [], config)
+  runs = sweep.plan(workdir, sweep.load_sweep(sweep_path, config))
+  sweep.check_rerun(workdir, config_arg, extra, runs, config)
+  jobs_dir = os.path.join(workdir, '.submitit')
   if dry_run:
     for line in sweep.describe_arms(config, runs):
       echo(f'# {line}')
@@ -92,7 +154,10 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
       echo(f'# the sbatch script submitit would submit (one array task per '
            f'run):\n{launchers.sbatch_script(jobs_dir, args, len(runs))}')
     return None
-  sweep.write_manifest(workdir, config_arg, sweep_path, extra, runs)
+  if launcher == 'ray' and not ray_address:
+    launchers.check_local_ray_fits(args)  # before anything is written
+  workdir_lib.prepare(workdir)  # writable, or one error line
+  sweep.write_manifest(workdir, config_arg, sweep_path, extra, runs, config)
   if launcher == 'slurm':
     results = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
                                   echo, cluster=submitit_cluster)
@@ -100,7 +165,8 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
     results = launchers.run_ray(runs, config_arg, extra, args, ray_address,
                                 echo)
   else:
-    results = sweep.execute(runs, config_arg, extra, parallel, echo)
+    results = sweep.execute(runs, config_arg, extra, parallel, echo,
+                            interrupt)
   failed = [n for n, s in results.items() if s == 'failed']
   if failed:
     echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
@@ -110,17 +176,33 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
 
 def main(argv):
   del argv
-  extra = [a for a in sys.argv[1:] if a.startswith('--config.')]
+  extra = shared_overrides(sys.argv, FLAGS)
   config_arg = config_flags.get_config_filename(FLAGS['config'])
-  results = run_sweep(FLAGS.config, config_arg, FLAGS.sweep, FLAGS.workdir,
-                      extra, FLAGS.parallel, FLAGS.dry_run,
-                      launcher=FLAGS.launcher,
-                      launcher_args=FLAGS.launcher_args,
-                      ray_address=FLAGS.ray_address,
-                      submitit_cluster=FLAGS.submitit_cluster)
-  if results is None:  # dry run
-    return
-  print(report.format_summary(report.write_report(FLAGS.workdir)))
+  workdir = workdir_lib.resolve(FLAGS.workdir)
+  interrupt = sweep.Interrupt()
+  try:
+    results = run_sweep(FLAGS.config, config_arg, FLAGS.sweep, workdir,
+                        extra, FLAGS.parallel, FLAGS.dry_run,
+                        launcher=FLAGS.launcher,
+                        launcher_args=FLAGS.launcher_args,
+                        ray_address=FLAGS.ray_address,
+                        submitit_cluster=FLAGS.submitit_cluster,
+                        interrupt=interrupt)
+    if results is None:  # dry run
+      return
+    print(report.format_summary(report.write_report(workdir)))
+  except report.ReportNotWritten as e:
+    print(e.table)
+    raise
+  except OSError as e:
+    raise UserError(f'{e.filename or workdir}: {e.strerror or e}; check the '
+                    'permissions and free space of --workdir') from None
+  if interrupt.requested:
+    stopped = sorted(n for n, s in results.items() if s == 'stopped')
+    print(f'interrupted: {len(stopped)} run(s) stopped with a checkpoint'
+          f'{": " + ", ".join(stopped) if stopped else ""}; run the same '
+          'command again to continue the sweep', flush=True)
+    sys.exit(130)
   if 'failed' in results.values():
     sys.exit(1)  # every other run finished and the report is written
 

@@ -7,9 +7,9 @@ A run is a pure function of its config: the data order, augmentation and
 dropout masks of step ``s`` depend only on ``config.seed`` and ``s``, so a
 run resumed from a checkpoint continues exactly as if never stopped.
 """
+import math
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -42,16 +42,17 @@ class _Signals:
 
   def _handle(self, signum, frame):
     del frame
+    # To the real stderr: a save in progress holds fd 2 back.
     if signum == signal.SIGINT and self.requested:
-      print('error: interrupted twice; aborted without saving (the last '
-            'saved checkpoint is kept)', file=sys.stderr, flush=True)
+      checkpoint.write_stderr('error: interrupted twice; aborted without '
+                              'saving (the last saved checkpoint is kept)\n')
       os._exit(130)  # pylint: disable=protected-access
     if not self.requested:
       self.requested = signal.Signals(signum).name
       if signum == signal.SIGINT:
-        print('interrupted: saving a checkpoint at the current step '
-              '(Ctrl-C again aborts without saving)', file=sys.stderr,
-              flush=True)
+        checkpoint.write_stderr('interrupted: saving a checkpoint at the '
+                                'current step (Ctrl-C again aborts without '
+                                'saving)\n')
 
   def reached(self, ckpt: checkpoint.Checkpointer, step: int) -> bool:
     if jax.process_count() > 1:
@@ -78,10 +79,51 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
           'the data')
 
 
-def _window_means(pending: list[tuple[int, dict]]) -> dict:
-  keys = [k for k in pending[0][1] if k != 'finite']
-  return {f'train/{k}': float(np.mean([m[k] for _, m in pending]))
+class _StuckWatch:
+  """Notices a run whose loss sits at chance with a vanishing gradient.
+
+  A network that died at initialisation (or under a warmup squeezed into a
+  few steps, or too high a learning rate) predicts the uniform distribution:
+  its cross-entropy is log(num_classes) and its gradient norm is ~0. After
+  ``windows`` such log windows in a row it says so, once.
+  """
+
+  def __init__(self, num_classes: int, windows: int):
+    self.chance, self.windows, self.count = math.log(num_classes), windows, 0
+
+  def observe(self, loss: float, grad_norm: float) -> bool:
+    """Whether the run has just become stuck (True once per stuck stretch)."""
+    if not self.windows:
+      return False
+    stuck = abs(loss - self.chance) < 0.01 * self.chance and grad_norm < 1e-2
+    self.count = self.count + 1 if stuck else 0
+    return self.count == self.windows
+
+  def message(self, step: int, loss: float, grad_norm: float) -> str:
+    return (f'step {step}: the run looks stuck: the training loss has been '
+            f'{loss:.4f}, chance level (log {round(math.exp(self.chance))} = '
+            f'{self.chance:.4f}), with a gradient norm of {grad_norm:.2g} for '
+            f'{self.windows} log windows; likely causes: too high a learning '
+            'rate, a warmup too short for it, or an initialisation that '
+            'kills the signal (see --config.learning_rate, warmup_epochs)')
+
+
+def _window_means(window: list[tuple[int, dict]]) -> dict:
+  """Each train metric's mean over the steps of one log window.
+
+  In float64, so that a window restored from a checkpoint's JSON gives the
+  bits an uninterrupted run gives.
+  """
+  keys = [k for k in window[0][1] if k != 'finite']
+  return {f'train/{k}': float(np.mean(np.asarray([m[k] for _, m in window],
+                                                 np.float64)))
           for k in keys}
+
+
+def _saved_window(window: list[tuple[int, dict]]) -> list:
+  """A log window as JSON for the checkpoint's meta."""
+  return [[step, {k: float(v) for k, v in m.items() if k != 'finite'}]
+          for step, m in window]
 
 
 def train_and_evaluate(config, workdir: str,
@@ -107,7 +149,8 @@ def train_and_evaluate(config, workdir: str,
   """
   signals = _Signals()
   try:
-    return _train(config, workdir, stop_after_steps, signals)
+    return _train(config, workdir_lib.resolve(workdir), stop_after_steps,
+                  signals)
   except RuntimeError as e:  # XLA's errors are RuntimeErrors
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
@@ -125,7 +168,7 @@ def _evaluate_into(meta: dict, exp, state) -> dict:
   """Evaluates ``state``; records it as the final (and maybe best) eval."""
   result = evaluate.run(exp, state)
   meta['final_eval'] = {k: result[k] for k in
-                        ('accuracy', 'loss', 'num_examples')}
+                        ('accuracy', 'top5_accuracy', 'loss', 'num_examples')}
   meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'] or 0.0,
                                    result['accuracy'])
   return result
@@ -136,21 +179,21 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   run_start = time.perf_counter()  # wall time includes data loading and init
   # The run's identity, config and data are checked before anything is
   # written.
-  changes = identity.check_resume(config, workdir,
-                                  checkpoint.has_checkpoints(workdir))
+  has_checkpoints = checkpoint.has_checkpoints(workdir)
+  changes = identity.check_resume(config, workdir, has_checkpoints)
   exp = experiment.setup(config)
   spec = exp.specs
+  state = exp.init_state()
+  if spec.loop.init_from and not has_checkpoints:
+    # Before the workdir is touched: a refused init_from writes nothing.
+    params, batch_stats = checkpoint.load_params(
+        spec.loop.init_from, state.params, state.batch_stats)
+    state = state.with_variables(params, batch_stats)
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.lock(workdir)
   is_main = jax.process_index() == 0
   ckpt = checkpoint.Checkpointer(workdir, spec.loop.keep_checkpoints)
   ckpt.check_compatible(spec.model, workdir)
-
-  state = exp.init_state()
-  if spec.loop.init_from and not ckpt.steps():
-    params, batch_stats = checkpoint.load_params(
-        spec.loop.init_from, state.params, state.batch_stats)
-    state = state.with_variables(params, batch_stats)
   meta = {'signature': spec.model.signature(), 'train_time_s': 0.0,
           'timed_steps': 0, 'wall_time_s': 0.0, 'best_eval_accuracy': None,
           'final_eval': None}
@@ -190,13 +233,25 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   batches = data.train_batches(spec.data, start_step=start,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
+  # pending: device metrics since the last event (log, eval or save);
+  # log_window: host metrics since the last log, whatever happened between;
+  # saved with each checkpoint, so that a resumed run logs what an
+  # uninterrupted one logs.
+  saved_log = meta.get('log', {})
   pending = []
+  log_window = [(s, m) for s, m in saved_log.get('window', [])]
   window_start = time.perf_counter()
   window_steps, status = 0, 'done'
+  log_steps = saved_log.get('steps', 0)
+  log_seconds = saved_log.get('seconds', 0.0)
   wall_before = meta['wall_time_s']
+  watch = _StuckWatch(exp.info.num_classes, spec.loop.stuck_windows)
+  watch.count = saved_log.get('stuck_windows', 0)
 
   def save(step):
     meta['wall_time_s'] = wall_before + time.perf_counter() - run_start
+    meta['log'] = {'window': _saved_window(log_window), 'steps': log_steps,
+                   'seconds': log_seconds, 'stuck_windows': watch.count}
     ckpt.save(step, state, meta)
 
   try:
@@ -227,23 +282,47 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
       elapsed = time.perf_counter() - window_start
       meta['train_time_s'] += elapsed
       meta['timed_steps'] += window_steps
+      log_seconds += elapsed
+      log_steps += window_steps
       _check_finite(pending)
+      log_window += pending
       if is_log:
-        scalars = _window_means(pending)
+        scalars = _window_means(log_window)
         scalars['train/epoch'] = done / exp.steps_per_epoch
-        if window_steps:  # none when the window held only the compile step
-          scalars['train/images_per_s'] = (
-              window_steps * batch_size / elapsed)
+        if log_steps:  # none when the window held only the compile step
+          scalars['train/images_per_s'] = log_steps * batch_size / log_seconds
         writer.write_scalars(done, scalars)
         progress.log(done, scalars['train/loss'],
                      scalars.get('train/images_per_s', float('nan')))
+        log_window, log_steps, log_seconds = [], 0, 0.0
+        if watch.observe(scalars['train/loss'], scalars['train/grad_norm']):
+          message = watch.message(done, scalars['train/loss'],
+                                  scalars['train/grad_norm'])
+          progress.write(f'warning: {message}')
+          if is_main:
+            metrics.append_record(metrics_path, {
+                'step': done, 'warning': 'stuck', 'message': message})
+          if spec.loop.stop_when_stuck:
+            save(done)
+            raise TrainingError(f'{message}; stopped (stop_when_stuck), the '
+                                f'checkpoint at step {done} is kept')
       pending, window_steps = [], 0
       if is_eval:
-        result = _evaluate_into(meta, exp, state)
+        try:
+          result = _evaluate_into(meta, exp, state)
+        except BaseException:
+          if is_ckpt or stop:  # a failed evaluation never costs the training
+            # An earlier evaluation is not this step's: a resume evaluates.
+            meta['final_eval'] = None
+            save(done)
+          raise
         # Wall time since the run first started (resumes included): the
         # x-axis of time-to-accuracy curves.
+        top5 = ({'eval/top5_accuracy': result['top5_accuracy']}
+                if result['top5_accuracy'] is not None else {})
         writer.write_scalars(done, {
             'eval/accuracy': result['accuracy'], 'eval/loss': result['loss'],
+            **top5,
             'eval/wall_time_s': wall_before + time.perf_counter() - run_start})
         progress.write(f'step {done}: eval accuracy {result["accuracy"]:.4f},'
                        f' loss {result["loss"]:.4f}')
@@ -271,6 +350,8 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
       'status': status, 'step': step, 'total_steps': total,
       'model': spec.model.name, 'params': cost.params, 'macs': cost.macs,
       'final_eval_accuracy': (meta['final_eval'] or {}).get('accuracy'),
+      'final_eval_top5_accuracy': (meta['final_eval'] or {}).get(
+          'top5_accuracy'),
       'final_eval_loss': (meta['final_eval'] or {}).get('loss'),
       'best_eval_accuracy': meta['best_eval_accuracy'],
       'train_time_s': meta['train_time_s'],

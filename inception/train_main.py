@@ -7,6 +7,12 @@ Flags, multi-host initialisation, then one library call
 (``inception.train.train_and_evaluate``). Sweeps start their runs through
 this module, so the library never runs a script by path.
 """
+from inception import interrupt
+
+if __name__ == '__main__':  # a sweep's worker: Ctrl-C while importing
+  interrupt.install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from ml_collections import config_flags
 
@@ -31,6 +37,9 @@ def main(argv):
   if FLAGS.stop_after_steps is not None and FLAGS.stop_after_steps < 1:
     raise UserError(f'--stop_after_steps={FLAGS.stop_after_steps} must be at '
                     'least 1')
+  given = lambda name: FLAGS[name].value if FLAGS[name].present else None
+  sharding.check_distributed(FLAGS.coordinator_address,
+                             given('num_processes'), given('process_id'))
   sharding.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.stop_after_steps)

@@ -88,7 +88,7 @@ def check(config) -> None:
   _str(config, 'dataset')
   _str(config, 'data_dir', empty_ok=True)
   _str(config, 'train_split')
-  _str(config, 'eval_split', empty_ok=True)
+  _str(config, 'eval_split')  # every run ends with an evaluation
   _int(config, 'image_size', 8, 8193)
   _choice(config, 'channels', (1, 3))
   _choice(config, 'augment', AUGMENTS)
@@ -107,13 +107,14 @@ def check(config) -> None:
   _real(config, 'label_smoothing', 0, 1)
   _real(config, 'aux_loss_weight', 0)
   _choice(config, 'dtype', DTYPES)
-  if 'activation_dtype' in config:  # runs saved before it existed lack it
-    _choice(config, 'activation_dtype', ('auto',) + DTYPES)
+  _choice(config, 'activation_dtype', ('auto',) + DTYPES)
   _choice(config, 'conv_impl', conv_ops.IMPLS)
   if config.conv_impl == 'onednn' and not onednn.available():
     raise UserError('config.' + conv_ops.onednn_unavailable_message())
   _int(config, 'seed', 0, _SEED_LIMIT)
   _int(config, 'log_every_steps', 1)
+  _int(config, 'stuck_windows', 0)
+  _choice(config, 'stop_when_stuck', (False, True))
   _real(config, 'eval_every_epochs', 0)
   _real(config, 'ema_decay', 0, 1)
   _int(config, 'checkpoint_every_steps', 1)

@@ -58,10 +58,37 @@ def read_json(file: str, default=None):
                     'it') from None
 
 
-# Fields added to the configs after runs were saved, with the value that
-# reproduces what those runs did: an older run gains them on load, so that
-# e.g. ``eval.py --workdir OLD --config.eval_flip=true`` works.
-ADDED_FIELDS = {'eval_flip': False, 'ema_decay': 0.0}
+# The one table of fields added to the configs after runs were saved, with
+# the value that reproduces what those runs did: an older run gains them on
+# load (so that ``eval.py --workdir OLD --config.eval_flip=true`` works), and
+# a resume compares against them (inception.identity).
+ADDED_FIELDS = {'eval_flip': False, 'ema_decay': 0.0, 'activation_dtype': 'auto',
+                'stuck_windows': 5, 'stop_when_stuck': False}
+
+
+def resolve(workdir: str) -> str:
+  """``workdir`` with ``~`` expanded, made absolute: done once, at the edge.
+
+  Raises:
+    UserError: no workdir given.
+  """
+  if not workdir or not str(workdir).strip():
+    raise UserError('--workdir is required')
+  return os.path.abspath(os.path.expanduser(str(workdir)))
+
+
+def read_config(file: str) -> dict:
+  """A saved ``config.json`` as a dict, with ``ADDED_FIELDS`` filled in.
+
+  Raises:
+    UserError: the file is not valid JSON, or not a JSON object.
+  """
+  saved = read_json(file)
+  if not isinstance(saved, dict):
+    raise UserError(f'{file} is not a config (a JSON object) but '
+                    f'{json.dumps(saved)[:40]}; restore it from a backup or '
+                    'use a new --workdir')
+  return {**ADDED_FIELDS, **saved}
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -70,14 +97,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(file):
     raise UserError(f'{workdir} has no {CONFIG}; pass --config or the '
                     'workdir of a training run')
-  return ml_collections.ConfigDict({**ADDED_FIELDS, **read_json(file)})
+  return ml_collections.ConfigDict(read_config(file))
 
 
 def prepare(workdir: str) -> str:
   """Creates ``workdir`` and checks it is writable; returns its absolute path."""
-  if not workdir:
-    raise UserError('--workdir is required')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = resolve(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:

@@ -12,9 +12,18 @@ import sys
 import pytest
 
 from conftest import CONFIG, REPO, quick_config
-from inception import train
+from inception import identity, train
 
 QUICK = 'configs/quickstart.py'
+
+
+def quick_config_of(path):
+  """The config file at ``path`` (relative to the repository), resolved."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_cfg', os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def _cases(tmp):
@@ -51,6 +60,16 @@ def _cases(tmp):
     json.dump(old, f)
   with open(f'{tmp}/corrupt_sweep/run/summary.json', 'w') as f:
     f.write('{"status": "do')
+  for name, content in (('list_config', '[]'), ('null_config', 'null')):
+    os.makedirs(f'{tmp}/{name}/checkpoints/10')
+    with open(f'{tmp}/{name}/config.json', 'w') as f:
+      f.write(content)
+  os.makedirs(f'{tmp}/no_config_run/checkpoints/10')
+  os.makedirs(f'{tmp}/deleted_key/checkpoints/10')
+  with open(f'{tmp}/deleted_key/config.json', 'w') as f:
+    deleted = identity.saved_config(quick_config_of(QUICK))
+    del deleted['seed']
+    json.dump(deleted, f)
   w = f'{tmp}/w'  # must never be created by a failing command
   train_cmd = ['train.py', '--config', QUICK, '--workdir', w]
   sweep_cmd = ['sweep.py', '--config', QUICK, '--workdir', w, '--sweep']
@@ -140,6 +159,22 @@ def _cases(tmp):
       'report_corrupt_summary': (
           ['-m', 'inception.report', f'{tmp}/corrupt_sweep'], {},
           'summary.json is not valid JSON', None),
+      'no_eval_split': (train_cmd + ['--config.eval_split='], {},
+                        "eval_split='' is invalid", w),
+      'resume_list_config': (
+          ['train.py', '--config', QUICK, '--workdir', f'{tmp}/list_config'],
+          {}, 'is not a config (a JSON object)', None),
+      'eval_null_config': (['eval.py', '--workdir', f'{tmp}/null_config'], {},
+                           'is not a config (a JSON object)', None),
+      'resume_without_config_json': (
+          ['train.py', '--config', QUICK, '--workdir', f'{tmp}/no_config_run'],
+          {}, 'holds a trained run but no config.json', None),
+      'resume_with_a_deleted_key': (
+          ['train.py', '--config', QUICK, '--workdir', f'{tmp}/deleted_key',
+           '--config.seed=3'], {}, 'config.json lacks seed', None),
+      'flops_model_too_small': (
+          ['flops.py', '--config', 'configs/googlenet_imagenet.py',
+           '--config.image_size=9'], {}, 'cannot take 9x9x3 images', None),
       'flops_bad_image_size': (
           ['-m', 'inception.flops_main', '--config', QUICK,
            '--config.image_size=2'], {}, 'image_size=2 is invalid', None),
@@ -172,7 +207,9 @@ CASES = ['unknown_field', 'wrong_type', 'unknown_model', 'unknown_dataset',
          'eval_old_config', 'ema_decay_one', 'eval_ema_not_kept',
          'sweep_import_error', 'sweep_raises',
          'sweep_workdir_is_a_file', 'report_corrupt_summary',
-         'flops_bad_image_size']
+         'flops_bad_image_size', 'no_eval_split', 'resume_list_config',
+         'eval_null_config', 'resume_without_config_json',
+         'resume_with_a_deleted_key', 'flops_model_too_small']
 
 
 def _check(results, name):

@@ -252,3 +252,50 @@ def test_flop_table_is_the_same_with_fused_gemms():
                         xla=False)
   assert [(r.name, r.params, r.macs) for r in fused.layers] == \
       [(r.name, r.params, r.macs) for r in plain.layers]
+
+
+@pytest.mark.parametrize('name', ['googlenet_cifar_tiny', 'nin_cifar_tiny'])
+def test_bf16_policy_on_an_accelerator_layer_by_layer(name, monkeypatch):
+  """GPU/TPU (forced here): bf16 activations, f32 params, stats and logits."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from inception import conv_ops, models  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  model = models.get_model(name, dtype=jnp.bfloat16)
+  variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  (logits, state) = model.apply(
+      variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+      capture_intermediates=True, rngs={'dropout': jax.random.key(2)})
+  assert logits.dtype == jnp.float32
+  for leaf in jax.tree.leaves(variables['params']):
+    assert leaf.dtype == jnp.float32
+  for leaf in jax.tree.leaves(state.get('batch_stats', {})):
+    assert leaf.dtype == jnp.float32
+  inner = jax.tree_util.tree_leaves_with_path(state['intermediates'])
+  convs = [(jax.tree_util.keystr(p), a.dtype) for p, a in inner
+           if 'conv' in jax.tree_util.keystr(p).lower() and a.ndim == 4]
+  assert convs and all(d == jnp.bfloat16 for _, d in convs), convs
+  # The same model in float32 keeps float32 activations.
+  model32 = models.get_model(name)
+  _, state32 = model32.apply(
+      variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+      capture_intermediates=True, rngs={'dropout': jax.random.key(2)})
+  assert all(a.dtype == jnp.float32 for _, a in jax.tree_util.
+             tree_leaves_with_path(state32['intermediates']) if a.ndim == 4)
+
+
+def test_bf16_run_on_an_accelerator_tracks_the_fp32_run(monkeypatch, tmp_path):
+  """The forced accelerator policy: a bf16 run's losses stay near fp32's."""
+  from conftest import quick_config, records  # pylint: disable=g-import-not-at-top
+  from inception import conv_ops, train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    workdir = str(tmp_path / dtype)
+    train.train_and_evaluate(quick_config(dtype=dtype, log_every_steps=1),
+                             workdir)
+    losses[dtype] = records(workdir, 'train/loss')
+  assert losses['float32'].keys() == losses['bfloat16'].keys()
+  for step, loss in losses['float32'].items():
+    assert abs(losses['bfloat16'][step] - loss) < 0.05 * loss, step

@@ -239,3 +239,115 @@ def test_published_bf16_accuracy_is_what_the_runs_say():
             f'[{arm.ci_low:.4f}, {arm.ci_high:.4f}])') in text
   sentence = stats.compare('bf16', arms['bf16'], 'fp32', arms['fp32']).sentence()
   assert sentence[:-1].split(' (', 1)[1] in text
+
+
+def test_report_groups_only_by_fields_that_change_the_result(tmp_path):
+  """Without sweep.json, cadence fields (identity.MUTABLE) split no arm."""
+  from inception import identity  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path)
+  cadence = {'checkpoint_every_steps': 100, 'log_every_steps': 10,
+             'eval_every_epochs': 1.0, 'keep_checkpoints': 3}
+  assert set(cadence) <= set(identity.MUTABLE)
+  for seed in range(3):
+    for bottleneck in (True, False):
+      varied = {k: v * (seed + 1) for k, v in cadence.items()}
+      _fake_run(root, f'{bottleneck}{seed}',
+                {**_config(bottleneck, seed), **varied}, 0.7 + seed / 100)
+  arms = report.arms(report.load_runs(root))
+  assert sorted((a.label, len(a.runs)) for a in arms) == [('bottleneck', 3),
+                                                          ('naive', 3)]
+  paths = report.write_report(root)
+  with open(paths['csv'], encoding='utf-8') as f:
+    header = f.readline()
+  assert 'model.bottleneck' in header and 'log_every_steps' not in header
+
+
+@pytest.mark.parametrize('content', ['[1, 2]', 'null', '{"status": "done"}',
+                                     '{}', '"done"', '{"step": "10"}',
+                                     '{"step": 10, "macs": "many"}'])
+def test_a_summary_of_the_wrong_shape_is_one_warning(tmp_path, content):
+  root = str(tmp_path)
+  _fake_run(root, 'a', _config(True, 0), 0.7)
+  _fake_run(root, 'b', _config(True, 1), 0.72)
+  bad = os.path.join(root, 'b', workdir.SUMMARY)
+  with open(bad, 'w', encoding='utf-8') as f:
+    f.write(content)
+  warnings = []
+  paths = report.write_report(root, warn=warnings.append)
+  assert len(warnings) == 1 and os.path.join(root, 'b') in warnings[0]
+  assert 'unreadable' in warnings[0] and '\n' not in warnings[0]
+  runs = {r.name: r.status for r in report.load_runs(root, warn=print)}
+  assert runs == {'a': 'done', 'b': 'unreadable'}
+  with open(paths['md'], encoding='utf-8') as f:
+    md = f.read()
+  assert '| bottleneck | 1 |' in md and '## Unreadable runs' in md
+  # Nothing readable: one error line.
+  _fake_run(root, 'c', _config(True, 2), 0.7)
+  for name in ('a', 'c'):
+    with open(os.path.join(root, name, workdir.SUMMARY), 'w',
+              encoding='utf-8') as f:
+      f.write(content)
+  with pytest.raises(report.UserError, match='no run of .* is readable'):
+    report.load_runs(root, warn=warnings.append)
+
+
+def _report_cli(folder):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, '-m', 'inception.report', folder],
+                       cwd=os.path.dirname(RESULTS), capture_output=True,
+                       text=True, timeout=300)
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  return out.returncode, out.stdout, lines
+
+
+def test_report_cli_on_empty_broken_and_read_only_folders(tmp_path):
+  """One ``error:`` line and exit 2; the tables still printed if they can be."""
+  import stat  # pylint: disable=g-import-not-at-top
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  code, _, lines = _report_cli(str(empty))
+  assert code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith('error: ') and 'holds no runs' in lines[0]
+  assert os.listdir(empty) == []
+  broken = str(tmp_path / 'broken')
+  _fake_run(broken, 'a', _config(True, 0), 0.7)
+  _fake_run(broken, 'b', _config(True, 1), 0.7)
+  with open(os.path.join(broken, 'b', workdir.SUMMARY), 'w') as f:
+    f.write('null')
+  code, stdout, lines = _report_cli(broken)
+  assert code == 0 and len(lines) == 1 and lines[0].startswith('warning: ')
+  assert '| b |' in stdout
+  # A folder the report cannot write into (even as root: the files' names
+  # are taken by directories).
+  read_only = str(tmp_path / 'read_only')
+  _fake_run(read_only, 'a', _config(True, 0), 0.7)
+  for name in ('results.csv', 'results.md'):
+    os.makedirs(os.path.join(read_only, name))
+  os.chmod(read_only, stat.S_IRUSR | stat.S_IXUSR)
+  try:
+    code, stdout, lines = _report_cli(read_only)
+  finally:
+    os.chmod(read_only, stat.S_IRWXU)
+  assert code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith('error: cannot write the report into')
+  assert '| a | bottleneck | done |' in stdout
+
+
+def test_error_text_cannot_break_the_markdown(tmp_path):
+  """A failed run's error (log lines, a progress bar, ``|``) is one item."""
+  root = str(tmp_path)
+  _fake_run(root, 'a', _config(True, 0), 0.7)
+  d = os.path.join(root, 'b')
+  os.makedirs(d)
+  workdir.write_json(os.path.join(d, workdir.CONFIG), _config(True, 1))
+  workdir.write_json(os.path.join(d, workdir.RUN_STATUS), {
+      'status': 'failed', 'error': 'step 3 | loss 2.1\r 40%|####  |\nboom'})
+  paths = report.write_report(root)
+  with open(paths['md'], encoding='utf-8') as f:
+    md = f.read()
+  item = [l for l in md.splitlines() if l.startswith('- b: ')]
+  assert item == ['- b: step 3 / loss 2.1  40%/####  / boom']
+  for table in md.split('\n\n'):
+    rows = [l for l in table.splitlines() if l.startswith('|')]
+    assert len({r.count('|') for r in rows}) <= 1, table

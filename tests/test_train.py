@@ -70,6 +70,11 @@ def test_eval_reproduces_final_metrics(straight_run):
   assert result['accuracy'] == summary['final_eval_accuracy']
   assert result['loss'] == pytest.approx(summary['final_eval_loss'], rel=1e-6)
   assert len(result['per_class_accuracy']) == 10
+  # Top-5 (10 classes) is in eval.py's result, the summary and metrics.jsonl.
+  assert result['top5_accuracy'] == summary['final_eval_top5_accuracy']
+  assert result['accuracy'] <= result['top5_accuracy'] <= 1.0
+  from conftest import records  # pylint: disable=g-import-not-at-top
+  assert records(workdir, 'eval/top5_accuracy')
   with open(os.path.join(workdir, 'eval.json'), encoding='utf-8') as f:
     assert json.load(f)['accuracy'] == result['accuracy']
 
@@ -259,3 +264,26 @@ def test_ema_run_resumes_bitwise_and_a_run_without_keeps_none(tmp_path,
   assert summary['final_eval_accuracy'] == evaluate.evaluate_checkpoint(
       config, resumed)['accuracy']
   assert not hasattr(analysis.restore(straight_run[0])[1], 'ema')
+
+
+def test_eval_step_counts_top5_as_the_label_among_the_five_highest():
+  import types  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from inception import steps  # pylint: disable=g-import-not-at-top
+  logits = jnp.array([
+      [9., 8, 7, 6, 5, 4, 3],   # label 0: top-1 and top-5
+      [9., 8, 7, 6, 5, 4, 3],   # label 4: 5th, top-5 only
+      [9., 8, 7, 6, 5, 4, 3],   # label 5: 6th, neither
+      [1., 1, 1, 1, 1, 1, 1],   # label 6: tied with all, counts
+  ])
+  state = types.SimpleNamespace(eval_variables=lambda: {},
+                                apply_fn=lambda v, x, train: logits)
+  step = steps.make_eval_step(None, mean=0.0, std=1.0, num_classes=7)
+  sums = step(state, {'image': jnp.zeros((4, 2, 2, 1)),
+                      'label': jnp.array([0, 4, 5, 6]),
+                      'mask': jnp.array([True, True, True, True])})
+  assert float(sums['correct_top5']) == 3 and float(sums['count']) == 4
+  masked = step(state, {'image': jnp.zeros((4, 2, 2, 1)),
+                        'label': jnp.array([0, 4, 5, 6]),
+                        'mask': jnp.array([True, False, True, False])})
+  assert float(masked['correct_top5']) == 1

@@ -91,7 +91,7 @@ def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
                         'summary.json')
     try:
       with open(path) as f:
-        scores[family, lr] = float(json.load(f)['final_eval']['accuracy'])
+        scores[family, lr] = float(json.load(f)['final_eval_accuracy'])
     except (OSError, ValueError, KeyError, TypeError):
       raise UserError(
           f'the lr tuning run {path} is missing or unfinished: run the '
