@@ -40,6 +40,8 @@ def get_config():
   config.decay_rate = 0.96  # ...by this factor (GoogLeNet: 4% every 8 epochs).
   config.weight_decay = 5e-4  # L2 on conv/dense kernels only; biases and BatchNorm are masked off.
   config.label_smoothing = 0.0  # Softmax cross-entropy label smoothing.
+  config.grad_clip_norm = 0.0  # > 0: clip the gradient's global norm to this (optax.clip_by_global_norm).
+  config.grad_accum_steps = 1  # The optimizer sees the mean gradient of this many micro-batches of batch_size / grad_accum_steps.
   config.aux_loss_weight = 0.3  # Weight of each auxiliary classifier's loss (GoogLeNet aux_logits).
 
   config.dtype = 'float32'  # GEMM operands: 'float32' or 'bfloat16' (accumulates in fp32).

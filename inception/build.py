@@ -83,10 +83,14 @@ def optimizer(spec: OptimizerSpec, lr) -> optax.GradientTransformation:
       step logs it too).
   """
   if spec.name == 'sgd':
-    return optax.chain(
+    tx = optax.chain(
         optax.add_decayed_weights(spec.weight_decay, decay_mask),
         optax.sgd(lr, momentum=spec.momentum or None, nesterov=spec.nesterov))
-  if spec.name == 'adamw':
-    return optax.adamw(lr, b1=spec.momentum, weight_decay=spec.weight_decay,
-                       mask=decay_mask)
-  raise ValueError(f'unknown optimizer {spec.name!r}')  # validate rejects it
+  elif spec.name == 'adamw':
+    tx = optax.adamw(lr, b1=spec.momentum, weight_decay=spec.weight_decay,
+                     mask=decay_mask)
+  else:
+    raise ValueError(f'unknown optimizer {spec.name!r}')  # validate rejects it
+  if spec.grad_clip_norm > 0:  # without it, the optimizer state is as before
+    tx = optax.chain(optax.clip_by_global_norm(spec.grad_clip_norm), tx)
+  return tx

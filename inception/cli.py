@@ -62,6 +62,11 @@ def run(main):
       sys.stdout.flush()
       os._exit(130)  # pylint: disable=protected-access
 
+  # --help lists the command's own flags, defined beside ``main`` (absl
+  # lists only the __main__ module's; the rest stay on --helpfull).
+  if main.__module__ != '__main__':
+    for flag in flags.FLAGS.get_flags_for_module(main.__module__):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(wrapped, flags_parser=_parse_flags)
 
 

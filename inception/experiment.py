@@ -83,6 +83,11 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   """
   s = specs.read(config)
   sharding.check_batch_size(s.data.batch_size)
+  micro = s.data.batch_size // s.loop.grad_accum_steps
+  if s.loop.grad_accum_steps > 1 and micro % jax.device_count():
+    raise UserError(f'a micro-batch of batch_size / grad_accum_steps = {micro} '
+                    f'does not split over {jax.device_count()} devices; '
+                    'change --config.grad_accum_steps or --config.batch_size')
   _check_kernels(s.model)
   model = build.model(s.model)  # a bad name or option fails before data loads
   build.check_input_size(model, s.model)
@@ -104,7 +109,8 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
       steps.make_train_step(
           model, label_smoothing=s.loop.label_smoothing,
           aux_loss_weight=s.loop.aux_loss_weight, learning_rate_fn=lr,
-          ema_decay=s.loop.ema_decay, **common),
+          ema_decay=s.loop.ema_decay, accum_steps=s.loop.grad_accum_steps,
+          **common),
       in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
       donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,

@@ -63,6 +63,7 @@ class OptimizerSpec:
   decay_rate: float
   num_epochs: float
   num_train_steps: int  # > 0 overrides num_epochs.
+  grad_clip_norm: float  # > 0: the gradient's global norm is clipped to it.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ class LoopSpec:
   seed: int
   label_smoothing: float
   aux_loss_weight: float
+  grad_accum_steps: int  # micro-batches per optimizer step
   log_every_steps: int
   stuck_windows: int  # log windows at chance loss before a warning; 0: off
   stop_when_stuck: bool
@@ -114,9 +116,11 @@ def read(config: ml_collections.ConfigDict) -> Specs:
           c.optimizer, float(c.learning_rate), float(c.momentum),
           bool(c.nesterov), float(c.weight_decay), c.schedule,
           float(c.warmup_epochs), float(c.decay_epochs), float(c.decay_rate),
-          float(c.num_epochs), int(c.num_train_steps)),
+          float(c.num_epochs), int(c.num_train_steps),
+          float(c.grad_clip_norm)),
       loop=LoopSpec(
           int(c.seed), float(c.label_smoothing), float(c.aux_loss_weight),
+          int(c.grad_accum_steps),
           int(c.log_every_steps), int(c.stuck_windows),
           bool(c.stop_when_stuck), float(c.eval_every_epochs),
           bool(c.eval_flip), float(c.ema_decay),

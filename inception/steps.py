@@ -89,8 +89,15 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
 def make_train_step(model, *, mean, std, num_classes: int,
                     label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
                     learning_rate_fn: Callable | None = None,
-                    ema_decay: float = 0.0):
+                    ema_decay: float = 0.0, accum_steps: int = 1):
   """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
+
+  With ``accum_steps > 1`` the batch is split into that many micro-batches
+  (each device keeps its share of every one), their gradients are averaged
+  in a ``lax.scan`` and the optimizer steps once: the update of one batch at
+  the memory of a micro-batch. BatchNorm normalises each micro-batch with its
+  own statistics and its running averages update once per micro-batch; the
+  dropout key of micro-batch ``i`` is ``fold_in(step key, i)``.
 
   With ``ema_decay > 0`` (and an ``EmaTrainState``, ``ema=True``) each step also
   moves ``ema`` towards the new params and BatchNorm statistics by
@@ -112,9 +119,9 @@ def make_train_step(model, *, mean, std, num_classes: int,
     images = normalize(batch['image'], mean, std)
     labels = batch['label']
 
-    def loss_fn(params):
+    def loss_fn(params, batch_stats, images, labels, rng):
       logits, updates = state.apply_fn(
-          {'params': params, 'batch_stats': state.batch_stats}, images,
+          {'params': params, 'batch_stats': batch_stats}, images,
           train=True, mutable=['batch_stats', 'intermediates'],
           rngs={'dropout': rng})
       loss = cross_entropy(logits, labels, num_classes, label_smoothing)
@@ -124,7 +131,12 @@ def make_train_step(model, *, mean, std, num_classes: int,
       return total, (loss, logits, updates['batch_stats'])
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (total, (loss, logits, batch_stats)), grads = grad_fn(state.params)
+    if accum_steps == 1:
+      (total, (loss, logits, batch_stats)), grads = grad_fn(
+          state.params, state.batch_stats, images, labels, rng)
+    else:
+      (total, loss, logits, batch_stats), grads = _accumulate(
+          grad_fn, state, images, labels, rng, accum_steps)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     with jax.named_scope('optimizer'):
@@ -144,6 +156,38 @@ def make_train_step(model, *, mean, std, num_classes: int,
     return new, metrics
 
   return train_step
+
+
+def _micro_batches(x, k: int):
+  """[B, ...] -> [k, B/k, ...], micro-batch i holding rows i, i+k, ...
+
+  Strided rather than contiguous: each device's contiguous shard of the batch
+  then holds its share of every micro-batch.
+  """
+  return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+
+def _accumulate(grad_fn, state, images, labels, rng, k: int):
+  """Mean loss, logits (batch order), BatchNorm stats and mean gradient."""
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+
+  def body(carry, xs):
+    batch_stats, grad_sum, total_sum, loss_sum = carry
+    micro_images, micro_labels, i = xs
+    (total, (loss, logits, batch_stats)), grads = grad_fn(
+        state.params, batch_stats, micro_images, micro_labels,
+        jax.random.fold_in(rng, i))
+    grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+    return (batch_stats, grad_sum, total_sum + total, loss_sum + loss), logits
+
+  init = (state.batch_stats, zeros, jnp.zeros((), jnp.float32),
+          jnp.zeros((), jnp.float32))
+  (batch_stats, grad_sum, total, loss), logits = jax.lax.scan(
+      body, init, (_micro_batches(images, k), _micro_batches(labels, k),
+                   jnp.arange(k)))
+  logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])
+  grads = jax.tree.map(lambda g: g / k, grad_sum)
+  return (total / k, loss / k, logits, batch_stats), grads
 
 
 def make_eval_step(model, *, mean, std, num_classes: int, flip: bool = False):

@@ -105,6 +105,12 @@ def check(config) -> None:
   _real(config, 'decay_rate', 0, 1, low_open=True, high_open=False)
   _real(config, 'weight_decay', 0)
   _real(config, 'label_smoothing', 0, 1)
+  _real(config, 'grad_clip_norm', 0)
+  _int(config, 'grad_accum_steps', 1)
+  if config.batch_size % config.grad_accum_steps:
+    _fail('grad_accum_steps', config.grad_accum_steps,
+          f'it must divide batch_size={config.batch_size} (each micro-batch '
+          'is batch_size / grad_accum_steps)')
   _real(config, 'aux_loss_weight', 0)
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'activation_dtype', ('auto',) + DTYPES)

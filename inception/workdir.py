@@ -63,7 +63,8 @@ def read_json(file: str, default=None):
 # load (so that ``eval.py --workdir OLD --config.eval_flip=true`` works), and
 # a resume compares against them (inception.identity).
 ADDED_FIELDS = {'eval_flip': False, 'ema_decay': 0.0, 'activation_dtype': 'auto',
-                'stuck_windows': 5, 'stop_when_stuck': False}
+                'stuck_windows': 5, 'stop_when_stuck': False,
+                'grad_clip_norm': 0.0, 'grad_accum_steps': 1}
 
 
 def resolve(workdir: str) -> str:

@@ -159,6 +159,10 @@ def _cases(tmp):
       'report_corrupt_summary': (
           ['-m', 'inception.report', f'{tmp}/corrupt_sweep'], {},
           'summary.json is not valid JSON', None),
+      'grad_accum_not_dividing': (train_cmd + ['--config.grad_accum_steps=3'],
+                                  {}, 'it must divide batch_size=64', w),
+      'grad_clip_negative': (train_cmd + ['--config.grad_clip_norm=-1'], {},
+                             'grad_clip_norm=-1.0 is invalid', w),
       'no_eval_split': (train_cmd + ['--config.eval_split='], {},
                         "eval_split='' is invalid", w),
       'resume_list_config': (
@@ -209,7 +213,8 @@ CASES = ['unknown_field', 'wrong_type', 'unknown_model', 'unknown_dataset',
          'sweep_workdir_is_a_file', 'report_corrupt_summary',
          'flops_bad_image_size', 'no_eval_split', 'resume_list_config',
          'eval_null_config', 'resume_without_config_json',
-         'resume_with_a_deleted_key', 'flops_model_too_small']
+         'resume_with_a_deleted_key', 'flops_model_too_small',
+         'grad_accum_not_dividing', 'grad_clip_negative']
 
 
 def _check(results, name):

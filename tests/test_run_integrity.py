@@ -341,3 +341,16 @@ def test_a_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path):
   train.train_and_evaluate(quick_config(**config), resumed)
   for key in ('train/loss', 'train/grad_norm'):
     assert records(resumed, key) == records(straight, key)
+
+
+@pytest.mark.parametrize('script,flags', [
+    ('train.py', ('--workdir', '--stop_after_steps', '--num_processes')),
+    ('sweep.py', ('--sweep', '--parallel', '--launcher')),
+    ('flops.py', ('--compare', '--per_layer')),
+    ('eval.py', ('--workdir', '--step', '--split'))])
+def test_help_lists_the_commands_own_flags(script, flags):
+  proc = subprocess.run([sys.executable, script, '--help'], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  listed = [l.split(':')[0].strip().replace('--[no]', '--')
+            for l in proc.stdout.splitlines() if l.startswith('  --')]
+  assert all(f in listed for f in flags), proc.stdout[-2000:]

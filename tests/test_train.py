@@ -287,3 +287,60 @@ def test_eval_step_counts_top5_as_the_label_among_the_five_highest():
                         'label': jnp.array([0, 4, 5, 6]),
                         'mask': jnp.array([True, False, True, False])})
   assert float(masked['correct_top5']) == 1
+
+
+def test_gradient_accumulation_matches_one_batch(tmp_path):
+  """k=2 micro-batches of B/2 take the step one batch of B takes.
+
+  Without BatchNorm (each micro-batch would normalise with its own
+  statistics) and dropout (its masks are drawn per micro-batch).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from conftest import final_state  # pylint: disable=g-import-not-at-top
+  states = {}
+  for k in (1, 2):
+    config = quick_config(grad_accum_steps=k, weight_decay=1e-4)
+    config.model.use_bn = False
+    config.model.dropout_rate = 0.0
+    workdir = str(tmp_path / f'k{k}')
+    train.train_and_evaluate(config, workdir)
+    states[k] = final_state(workdir)[0]
+  for a, b in zip(jax.tree.leaves(states[1]), jax.tree.leaves(states[2])):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_gradient_accumulation_with_batchnorm_trains_and_resumes(tmp_path):
+  """With BatchNorm too: it trains, and a resume is bitwise the same run."""
+  from conftest import assert_same_state, final_state  # pylint: disable=g-import-not-at-top
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(quick_config(grad_accum_steps=4), straight)
+  resumed = str(tmp_path / 'resumed')
+  train.train_and_evaluate(quick_config(grad_accum_steps=4), resumed,
+                           stop_after_steps=3)
+  summary = train.train_and_evaluate(quick_config(grad_accum_steps=4), resumed)
+  assert summary['status'] == 'done'
+  assert_same_state(final_state(straight), final_state(resumed))
+  # The micro-batches are real: BatchNorm over quarters is another run.
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  whole = str(tmp_path / 'whole')
+  train.train_and_evaluate(quick_config(), whole)
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(final_state(whole)), jax.tree.leaves(
+          final_state(straight))))
+
+
+def test_gradient_clipping_bounds_the_update():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from inception import build, specs  # pylint: disable=g-import-not-at-top
+  params = {'w': jnp.ones((4, 4))}
+  grads = {'w': jnp.full((4, 4), 10.0)}  # global norm 40
+  for clip, expected in ((0.0, 40.0), (0.5, 0.5)):
+    spec = specs.read(quick_config(grad_clip_norm=clip, weight_decay=0.0,
+                                   momentum=0.0)).optimizer
+    tx = build.optimizer(spec, lambda step: 1.0)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert float(optax.global_norm(updates)) == pytest.approx(expected,
+                                                              rel=1e-5)
