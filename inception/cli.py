@@ -83,21 +83,23 @@ def _is_ours(path: str) -> bool:
 
 
 class _OwnRecordsOnly(std_logging.Filter):
-  """Keeps our log records and libraries' errors; drops the rest.
+  """Keeps our log records and libraries' fatal ones; drops the rest.
 
-  (A failed checkpoint write's errors, logged by each of orbax's threads,
-  are held back with the rest of its output: ``checkpoint._stderr_held``.)
+  Libraries' errors reach the user as exceptions, which the entry points
+  turn into one ``error:`` line; orbax also logs a failed write, with its
+  traceback, from each of its threads, some after the save has returned.
+  ``--verbosity`` shows everything.
   """
 
   def filter(self, record):
-    return record.levelno >= std_logging.ERROR or _is_ours(record.pathname)
+    return record.levelno >= std_logging.CRITICAL or _is_ours(record.pathname)
 
 
 def quiet_libraries() -> None:
   """Silences other libraries' warnings (log records and Python warnings).
 
   The project's own warnings (``inception/`` and the entry points) and any
-  library's errors still show; ``--verbosity`` keeps everything.
+  library's fatal records still show; ``--verbosity`` keeps everything.
   """
   absl_logging.get_absl_handler().addFilter(_OwnRecordsOnly())
   show = warnings.showwarning
