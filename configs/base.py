@@ -25,6 +25,11 @@ def get_config():
   config.image_size = 32  # Images are conformed (resized / cropped) to this square size.
   config.channels = 3  # Images are converted to this many channels (grayscale <-> RGB).
   config.augment = 'cifar'  # 'cifar' (pad-4 crop + flip), 'imagenet' (inception crop + flip), 'none'.
+  config.randaugment_num_ops = 0  # > 0: RandAugment (timm's increasing ops) with this many ops per image.
+  config.randaugment_magnitude = 9.0  # RandAugment strength on timm's 0-10 scale.
+  config.mixup_alpha = 0.0  # > 0: mixup, one Beta(alpha, alpha) ratio per batch (timm's batch mode).
+  config.cutmix_alpha = 0.0  # > 0: CutMix, ratio ~ Beta(alpha, alpha), corrected to the box's area.
+  config.mix_switch_prob = 0.5  # Both alphas > 0: the probability a batch gets CutMix rather than mixup.
 
   config.batch_size = 128  # Global batch over all devices and hosts.
   config.num_epochs = 200.0  # Training length in epochs of train_split.

@@ -110,7 +110,7 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
           model, label_smoothing=s.loop.label_smoothing,
           aux_loss_weight=s.loop.aux_loss_weight, learning_rate_fn=lr,
           ema_decay=s.loop.ema_decay, accum_steps=s.loop.grad_accum_steps,
-          **common),
+          augment=s.loop.augment, **common),
       in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
       donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,

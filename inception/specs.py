@@ -10,7 +10,7 @@ from typing import Any
 
 import ml_collections
 
-from inception import data, validate
+from inception import batch_augment, data, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,7 @@ class LoopSpec:
   checkpoint_every_steps: int
   keep_checkpoints: int
   init_from: str  # '' or a workdir / checkpoint to start from.
+  augment: batch_augment.BatchAugmentSpec = batch_augment.BatchAugmentSpec()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,4 +126,8 @@ def read(config: ml_collections.ConfigDict) -> Specs:
           bool(c.stop_when_stuck), float(c.eval_every_epochs),
           bool(c.eval_flip), float(c.ema_decay),
           int(c.checkpoint_every_steps),
-          int(c.keep_checkpoints), str(c.init_from or '')))
+          int(c.keep_checkpoints), str(c.init_from or ''),
+          batch_augment.BatchAugmentSpec(
+              float(c.mixup_alpha), float(c.cutmix_alpha),
+              float(c.mix_switch_prob), int(c.randaugment_num_ops),
+              float(c.randaugment_magnitude))))

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from inception import batch_augment as batch_augment_lib
+
 
 class TrainState(train_state.TrainState):
   """Params, optimizer state, step, plus BatchNorm statistics."""
@@ -80,17 +82,26 @@ def normalize(images, mean, std):
 
 @jax.named_scope('loss')
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
-  """Mean softmax cross-entropy with optional label smoothing."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes),
-                                label_smoothing)
+  """Mean softmax cross-entropy with optional label smoothing.
+
+  ``labels`` are int classes [B] or soft targets [B, classes] (mixup, CutMix).
+  """
+  if labels.ndim == 1:
+    labels = jax.nn.one_hot(labels, num_classes)
+  targets = optax.smooth_labels(labels, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def make_train_step(model, *, mean, std, num_classes: int,
                     label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
                     learning_rate_fn: Callable | None = None,
-                    ema_decay: float = 0.0, accum_steps: int = 1):
+                    ema_decay: float = 0.0, accum_steps: int = 1,
+                    augment: batch_augment_lib.BatchAugmentSpec | None = None):
   """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
+
+  With an active ``augment``, RandAugment and mixup / CutMix
+  (`inception.batch_augment`) run first, keyed by the step; the loss then
+  takes soft targets, and the train accuracy is against the unmixed labels.
 
   With ``accum_steps > 1`` the batch is split into that many micro-batches
   (each device keeps its share of every one), their gradients are averaged
@@ -116,8 +127,12 @@ def make_train_step(model, *, mean, std, num_classes: int,
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    images = normalize(batch['image'], mean, std)
     labels = batch['label']
+    pixels, targets = batch['image'], labels
+    if augment is not None and augment.active:
+      pixels, targets = batch_augment_lib.apply(augment, rng, pixels, labels,
+                                                num_classes)
+    images = normalize(pixels, mean, std)
 
     def loss_fn(params, batch_stats, images, labels, rng):
       logits, updates = state.apply_fn(
@@ -133,10 +148,10 @@ def make_train_step(model, *, mean, std, num_classes: int,
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum_steps == 1:
       (total, (loss, logits, batch_stats)), grads = grad_fn(
-          state.params, state.batch_stats, images, labels, rng)
+          state.params, state.batch_stats, images, targets, rng)
     else:
       (total, loss, logits, batch_stats), grads = _accumulate(
-          grad_fn, state, images, labels, rng, accum_steps)
+          grad_fn, state, images, targets, rng, accum_steps)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     with jax.named_scope('optimizer'):

@@ -111,6 +111,15 @@ def check(config) -> None:
     _fail('grad_accum_steps', config.grad_accum_steps,
           f'it must divide batch_size={config.batch_size} (each micro-batch '
           'is batch_size / grad_accum_steps)')
+  _real(config, 'mixup_alpha', 0)
+  _real(config, 'cutmix_alpha', 0)
+  _real(config, 'mix_switch_prob', 0, 1, high_open=False)
+  if (config.mixup_alpha > 0 or config.cutmix_alpha > 0) and (
+      config.batch_size % 2):
+    _fail('batch_size', config.batch_size, 'mixup and CutMix mix images in '
+          'pairs: it must be even')
+  _int(config, 'randaugment_num_ops', 0)
+  _real(config, 'randaugment_magnitude', 0, 10, high_open=False)
   _real(config, 'aux_loss_weight', 0)
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'activation_dtype', ('auto',) + DTYPES)

@@ -64,7 +64,9 @@ def read_json(file: str, default=None):
 # a resume compares against them (inception.identity).
 ADDED_FIELDS = {'eval_flip': False, 'ema_decay': 0.0, 'activation_dtype': 'auto',
                 'stuck_windows': 5, 'stop_when_stuck': False,
-                'grad_clip_norm': 0.0, 'grad_accum_steps': 1}
+                'grad_clip_norm': 0.0, 'grad_accum_steps': 1,
+                'mixup_alpha': 0.0, 'cutmix_alpha': 0.0, 'mix_switch_prob': 0.5,
+                'randaugment_num_ops': 0, 'randaugment_magnitude': 9.0}
 
 
 def resolve(workdir: str) -> str:
