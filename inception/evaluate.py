@@ -7,7 +7,7 @@ import numpy as np
 from absl import logging
 
 from inception import (checkpoint, data, experiment, identity, sharding,
-                       workdir as workdir_lib)
+                       sources, workdir as workdir_lib)
 from inception.errors import UserError
 
 
@@ -86,19 +86,29 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   Writes ``workdir/eval.json`` and returns the same dict, which adds
   ``step``, ``split``, ``params``, ``macs`` and ``overrides`` (each config
   field this evaluation changed from the run's saved config, e.g.
-  ``eval_flip``: {'saved': ..., 'used': ...}) to ``run``'s metrics. A
-  workdir that cannot be written (a read-only mount) still gets its result,
-  with a warning that eval.json was not saved.
+  ``eval_flip``: {'saved': ..., 'used': ...}) and ``train_overlap`` (where
+  the evaluated split overlaps the run's training split, e.g.
+  'train[0%:10%]', with a warning; None when it does not or cannot be
+  told) to ``run``'s metrics. A workdir that cannot be written (a read-only
+  mount) still gets its result, with a warning that eval.json was not saved.
   """
   workdir = workdir_lib.resolve(workdir)
   exp, state = restore_run(config, workdir, step)
+  evaluated = split or exp.specs.data.eval_split
+  trained = _trained_split(exp, workdir)
+  overlap = train_overlap(exp, trained, evaluated)
+  if overlap:
+    logging.warning('eval split %r overlaps the run\'s training split %r in '
+                    '%s: the run trained on those examples, so this accuracy '
+                    'is not a held-out one', evaluated, trained, overlap)
   metrics = run(exp, state, split)
   cost = exp.cost()
   result = {'step': int(jax.device_get(state.step)),
             'split': split or exp.specs.data.eval_split, **metrics,
             'params': cost.params, 'macs': cost.macs,
             'class_names': list(exp.info.class_names),
-            'overrides': _overrides(config, workdir)}
+            'overrides': _overrides(config, workdir),
+            'train_overlap': overlap or None}
   if jax.process_index() == 0:
     file = workdir_lib.path(workdir, workdir_lib.EVAL)
     try:
@@ -107,6 +117,32 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
       logging.warning('could not save %s (%s); the result is printed only',
                       file, e.strerror)
   return result
+
+
+def _trained_split(exp, workdir: str) -> str | None:
+  """The split the run trained on: its saved config's; None: another dataset.
+
+  ``exp``'s own train split when the workdir has no config.json.
+  """
+  file = workdir_lib.path(workdir, workdir_lib.CONFIG)
+  if not os.path.exists(file):
+    return exp.specs.data.train_split
+  saved = workdir_lib.read_config(file)
+  if saved.get('dataset') != exp.config.get('dataset'):
+    return None  # slices of different datasets do not overlap
+  return str(saved.get('train_split', exp.specs.data.train_split))
+
+
+def train_overlap(exp, trained: str | None, split: str) -> str:
+  """Where ``split`` overlaps ``trained`` (``sources.split_overlap``).
+
+  '' when they are disjoint, ``trained`` is None (another dataset), or it
+  cannot be told.
+  """
+  if not trained or not split:
+    return ''
+  sizes = sources.split_sizes(exp.specs.data, trained, split)
+  return sources.split_overlap(trained, split, sizes)
 
 
 def _overrides(config, workdir: str) -> dict:

@@ -17,6 +17,7 @@ class.
 
 import dataclasses
 import functools
+import math
 import os
 import types
 from typing import NamedTuple
@@ -146,6 +147,107 @@ def _slice(spec, available, load) -> tuple[np.ndarray, np.ndarray]:
 def _shuffled(images, labels):
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
   return images[order], labels[order]
+
+
+def _parts(spec: str) -> list:
+  """The ``tfds.core.ReadInstruction`` of each ``+``-joined part of ``spec``."""
+  stack, parts = [tfds.core.ReadInstruction.from_spec(spec)], []
+  while stack:
+    node = stack.pop()
+    if hasattr(node, 'left'):  # a sum of splits
+      stack += [node.right, node.left]
+    else:
+      parts.append(node)
+  return parts
+
+
+def _relative(part):
+  """``(start, stop, unit)`` of a slice in its own unit, or None.
+
+  The whole split is ``(0, inf, None)``, in any unit. None when the size of
+  the split is needed to place it: shards, negative absolute indices.
+  """
+  start, stop = part.from_, part.to
+  if start is None and stop is None:
+    return 0, math.inf, None
+  if part.unit == '%':
+    start = 0 if start is None else start + 100 * (start < 0)
+    stop = 100 if stop is None else stop + 100 * (stop < 0)
+    return start, stop, ('%', part.rounding)
+  if part.unit == 'abs' and (start or 0) >= 0 and (stop or 0) >= 0:
+    return start or 0, math.inf if stop is None else stop, ('abs', None)
+  return None
+
+
+def _part_overlap(a, b, sizes) -> str:
+  """Where two slices of one split overlap, e.g. 'train[0%:10%]'; '' if not.
+
+  In the slices' own unit where they share one; else in examples, from
+  ``sizes``; '' when neither can tell.
+  """
+  name, ra, rb = a.split_name, _relative(a), _relative(b)
+  if ra and rb and (None in (ra[2], rb[2]) or ra[2] == rb[2]):
+    lo, hi = max(ra[0], rb[0]), min(ra[1], rb[1])
+    unit = ra[2] or rb[2]
+    if hi <= lo:
+      return ''
+    if unit is None:
+      return name
+    mark = '%' if unit[0] == '%' else ''
+    return (f'{name}[{lo:g}{mark}:{hi:g}{mark}]' if hi != math.inf
+            else f'{name}[{lo:g}{mark}:]')
+  if not sizes or name not in sizes:
+    return ''
+  info = {name: types.SimpleNamespace(num_examples=sizes[name],
+                                      shard_lengths=[sizes[name]])}
+  (xa,), (xb,) = a.to_absolute(info), b.to_absolute(info)
+  end = lambda x: sizes[name] if x.to is None else x.to
+  lo, hi = max(xa.from_ or 0, xb.from_ or 0), min(end(xa), end(xb))
+  return f'{name}[{lo}:{hi}] ({hi - lo} examples)' if hi > lo else ''
+
+
+def split_overlap(train: str, evaluated: str,
+                  sizes: dict[str, int] | None = None) -> str:
+  """Where split string ``evaluated`` takes examples of ``train``.
+
+  E.g. ``'train[0%:10%]'`` for ``train[:90%]`` and ``train[:10%]``; '' when
+  they are disjoint (``train[90%:]``) or when it cannot be told: a string
+  tfds cannot parse, or slices in different units (percent, indices,
+  shards) of a split whose size ``sizes`` (split name -> examples) lacks.
+  Folder and digits splits slice one fixed shuffle, so the same holds there.
+  """
+  try:
+    found = [_part_overlap(a, b, sizes) for a in _parts(train)
+             for b in _parts(evaluated) if a.split_name == b.split_name]
+  except Exception:  # pylint: disable=broad-except
+    return ''  # undecidable: say nothing rather than guess
+  return ', '.join(dict.fromkeys(f for f in found if f))
+
+
+def split_sizes(spec: DataSpec, *splits: str) -> dict[str, int] | None:
+  """Examples in each split that split strings ``splits`` name, if cheap.
+
+  TFDS's from its metadata; the digits' and a folder's from their decoded
+  arrays, which training and evaluation have already loaded (cached). None
+  when unknown (e.g. mocked TFDS data).
+  """
+  c = spec.source
+  try:
+    names = {p.split_name for s in splits for p in _parts(s)}
+    if c.kind == 'tfds':
+      infos = tfds_source.builder(c.arg, c.data_dir,
+                                  tfds_source.mocked()).info.splits
+      sizes = {k: v.num_examples for k, v in infos.items()}
+    elif c.kind == 'digits':
+      sizes = {'train': len(_digits_split(c.size, c.channels)[1])}
+    else:
+      classes = class_names(c, spec.train_split)
+      sizes = {n: len(_folder_split(c.arg, n, classes, c.size,
+                                    c.channels)[1])
+               for n in names if n in _folder_splits(c.arg)}
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return {k: v for k, v in sizes.items() if k in names and v} or None
 
 
 # ---------------------------------------------------------- folder, digits

@@ -7,6 +7,7 @@ A run is a pure function of its config: the data order, augmentation and
 dropout masks of step ``s`` depend only on ``config.seed`` and ``s``, so a
 run resumed from a checkpoint continues exactly as if never stopped.
 """
+import contextlib
 import math
 import os
 import signal
@@ -108,6 +109,80 @@ class _StuckWatch:
             'kills the signal (see --config.learning_rate, warmup_epochs)')
 
 
+class _Profile:
+  """A ``jax.profiler`` trace of ``steps`` train steps in ``workdir/profile``.
+
+  Started after the first step of this invocation, which compiles, so the
+  trace holds steady-state steps only; stopped after ``steps`` more, or by
+  ``close`` when training ends or fails first. TensorBoard's profile plugin
+  reads the layout it writes (``plugins/profile/<run>/<host>.xplane.pb``).
+  Profiling changes no result, so it is no config field: a resumed run may
+  trace or not.
+  """
+
+  def __init__(self, workdir: str, steps: int, progress):
+    self.dir = os.path.join(workdir, 'profile')
+    self.steps, self.progress = steps, progress
+    self.first, self.traced, self.active = 0, 0, False
+
+  def start(self, step: int):
+    """Starts tracing before step ``step + 1`` (no-op when off)."""
+    if not self.steps:
+      return
+    try:
+      jax.profiler.start_trace(self.dir)
+    except RuntimeError as e:  # e.g. another trace is running
+      self.steps = 0
+      self.progress.write(f'warning: no profile: {first_line(e)}')
+      return
+    self.first, self.active = step + 1, True
+
+  def annotate(self, step: int):
+    """A step marker for the profiler's step-time views while tracing."""
+    if not self.active:
+      return contextlib.nullcontext()
+    return jax.profiler.StepTraceAnnotation('train', step_num=step)
+
+  def step_done(self, step_metrics) -> float:
+    """Counts a traced step; stops after the last one, once it has run.
+
+    Returns:
+      The seconds spent stopping (writing the trace), which are no
+      training time.
+    """
+    if not self.active:
+      return 0.0
+    self.traced += 1
+    if self.traced < self.steps:
+      return 0.0
+    jax.block_until_ready(step_metrics)
+    start = time.perf_counter()
+    self.close()
+    return time.perf_counter() - start
+
+  def close(self):
+    """Stops the trace if one is running and says where it is."""
+    if not self.active:
+      return
+    self.active = False
+    try:
+      jax.profiler.stop_trace()
+    except Exception as e:  # pylint: disable=broad-except
+      # Never in place of the error that ended training.
+      self.progress.write(f'warning: the profile was not saved: '
+                          f'{first_line(e)}')
+      return
+    runs = os.path.join(self.dir, 'plugins', 'profile')
+    run = max(os.listdir(runs), default='') if os.path.isdir(runs) else ''
+    last = self.first + self.traced - 1
+    what = (f'steps {self.first}-{last}' if self.traced > 1
+            else f'step {self.first}' if self.traced else 'no step')
+    self.progress.write(
+        f'profile: {what} traced into {os.path.join(runs, run)}; view it '
+        f'with tensorboard --logdir {os.path.dirname(self.dir)} (Profile '
+        'tab; pip install tensorboard-plugin-profile)')
+
+
 def _window_means(window: list[tuple[int, dict]]) -> dict:
   """Each train metric's mean over the steps of one log window.
 
@@ -127,11 +202,15 @@ def _saved_window(window: list[tuple[int, dict]]) -> list:
 
 
 def train_and_evaluate(config, workdir: str,
-                       stop_after_steps: int | None = None) -> dict:
+                       stop_after_steps: int | None = None, *,
+                       profile_steps: int = 0) -> dict:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
 
   ``stop_after_steps`` ends this invocation, with a checkpoint, after that
   many steps (for time-limited job slots); running again continues.
+  ``profile_steps`` > 0 traces that many steps after the first (compiling)
+  one with ``jax.profiler`` into ``workdir/profile`` (TensorBoard's profile
+  plugin); it changes nothing else.
 
   Writes ``config.json``, ``metrics.jsonl``, TensorBoard events,
   ``checkpoints/`` and, when training ends, ``summary.json``.
@@ -147,10 +226,12 @@ def train_and_evaluate(config, workdir: str,
       the result.
     TrainingError: the run cannot go on (the last good checkpoint is kept).
   """
+  if profile_steps < 0:
+    raise ValueError(f'profile_steps={profile_steps} must be 0 or more')
   signals = _Signals()
   try:
     return _train(config, workdir_lib.resolve(workdir), stop_after_steps,
-                  signals)
+                  signals, profile_steps)
   except RuntimeError as e:  # XLA's errors are RuntimeErrors
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
@@ -174,7 +255,8 @@ def _evaluate_into(meta: dict, exp, state) -> dict:
   return result
 
 
-def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
+def _train(config, workdir, stop_after_steps, signals: _Signals,
+           profile_steps: int = 0) -> dict:
   """``train_and_evaluate`` with its signal handlers installed."""
   run_start = time.perf_counter()  # wall time includes data loading and init
   # The run's identity, config and data are checked before anything is
@@ -247,6 +329,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
   wall_before = meta['wall_time_s']
   watch = _StuckWatch(exp.info.num_classes, spec.loop.stuck_windows)
   watch.count = saved_log.get('stuck_windows', 0)
+  profile = _Profile(workdir, profile_steps, progress)
 
   def save(step):
     meta['wall_time_s'] = wall_before + time.perf_counter() - run_start
@@ -260,9 +343,11 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
       progress.write(f'stopped by {signals.requested} before training; run '
                      'the same command to continue')
     for step in range(start, total):
-      batch = sharding.global_batch(next(batches), exp.batch_sharding)
-      state, step_metrics = exp.train_step(state, batch, exp.dropout_rng)
       done = step + 1
+      with profile.annotate(done):
+        batch = sharding.global_batch(next(batches), exp.batch_sharding)
+        state, step_metrics = exp.train_step(state, batch, exp.dropout_rng)
+      window_start += profile.step_done(step_metrics)
       pending.append((done, step_metrics))
       window_steps += 1
       if step == start:  # Compilation is not training time.
@@ -270,6 +355,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
         meta['compile_time_s'] = time.perf_counter() - window_start
         window_start, window_steps = time.perf_counter(), 0
         progress.start_clock(done)  # the ETA leaves compilation out
+        profile.start(done)
       progress.update(done)
       stop = signals.reached(ckpt, done) or (
           stop_after_steps is not None and done - start >= stop_after_steps)
@@ -336,6 +422,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals) -> dict:
         break
       window_start = time.perf_counter()
   finally:
+    profile.close()  # a run that ended, or failed, before its last traced step
     progress.close()
     writer.close()
     ckpt.close()

@@ -1,7 +1,8 @@
 """The training command: ``python -m inception.train_main`` (or ``train.py``).
 
   python -m inception.train_main --config configs/inception_cifar.py \
-      --workdir runs/x [--stop_after_steps N] [--config.field=value ...]
+      --workdir runs/x [--stop_after_steps N] [--profile_steps N]
+      [--config.field=value ...]
 
 Flags, multi-host initialisation, then one library call
 (``inception.train.train_and_evaluate``). Sweeps start their runs through
@@ -29,6 +30,9 @@ flags.DEFINE_integer('num_processes', 0,
 flags.DEFINE_integer('process_id', -1, 'Multi-host: index of this process.')
 flags.DEFINE_integer('stop_after_steps', None, 'Checkpoint and exit after this '
                      'many steps (time-limited job slots); rerun to continue.')
+flags.DEFINE_integer('profile_steps', 0, 'Trace this many steps after the '
+                     'first (compiling) one with jax.profiler into '
+                     'WORKDIR/profile, for TensorBoard; 0: off.')
 FLAGS = flags.FLAGS
 
 
@@ -37,12 +41,16 @@ def main(argv):
   if FLAGS.stop_after_steps is not None and FLAGS.stop_after_steps < 1:
     raise UserError(f'--stop_after_steps={FLAGS.stop_after_steps} must be at '
                     'least 1')
+  if FLAGS.profile_steps < 0:
+    raise UserError(f'--profile_steps={FLAGS.profile_steps} must be 0 (off) '
+                    'or more')
   given = lambda name: FLAGS[name].value if FLAGS[name].present else None
   sharding.check_distributed(FLAGS.coordinator_address,
                              given('num_processes'), given('process_id'))
   sharding.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.stop_after_steps)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.stop_after_steps,
+                           profile_steps=FLAGS.profile_steps)
 
 
 def run():

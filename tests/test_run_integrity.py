@@ -344,7 +344,9 @@ def test_a_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path):
 
 
 @pytest.mark.parametrize('script,flags', [
-    ('train.py', ('--workdir', '--stop_after_steps', '--num_processes')),
+    ('train.py', ('--workdir', '--stop_after_steps', '--num_processes',
+                  '--profile_steps')),
+    ('export.py', ('--workdir', '--step', '--output', '--batch_size')),
     ('sweep.py', ('--sweep', '--parallel', '--launcher')),
     ('flops.py', ('--compare', '--per_layer')),
     ('eval.py', ('--workdir', '--step', '--split'))])

@@ -1,0 +1,15 @@
+"""Exports a run's inference function (uint8 images -> logits) with jax.export.
+
+  python export.py --workdir runs/x [--step N] [--output FILE]
+      [--batch_size B] [--platforms cpu,cuda]
+
+Flags: ``python export.py --help`` (defined in ``inception.export_main``).
+"""
+from inception import interrupt
+
+interrupt.install()  # before the heavy imports: Ctrl-C is one line
+
+from inception import export_main  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+if __name__ == '__main__':
+  export_main.run()
