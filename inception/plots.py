@@ -4,8 +4,13 @@ Each function draws one figure of a list of ``report.Arm``s, either into a
 given matplotlib ``ax`` (the notebook) or into a PNG file (the report, through
 matplotlib's object API: no pyplot, no backend). Arms are styled by kind:
 bottleneck, naive, separable.
+
+Accuracy lives in [0, 1], and so do its drawn intervals and bands: a Student-t
+interval of a few seeds near 1.0 runs past it, which no accuracy can.
 """
 import contextlib
+
+import numpy as np
 
 from inception import stats
 
@@ -28,6 +33,17 @@ def _styled(arms):
     yield arm, _style(arm, i)
 
 
+def _clip(v):
+  """``v`` (a number or an array) inside the accuracy range [0, 1]."""
+  return np.clip(v, 0.0, 1.0)
+
+
+def _accuracy_axis(ax):
+  """Keeps the accuracy axis inside [0, 1] (autoscaling pads past 1.0)."""
+  low, high = ax.get_ylim()
+  ax.set_ylim(max(low, 0.0), min(high, 1.0))
+
+
 @contextlib.contextmanager
 def _figure(path, ax, size):
   """Yields an axes: ``ax`` itself, or a new figure's saved to ``path``."""
@@ -42,7 +58,10 @@ def _figure(path, ax, size):
 
 
 def plot_pareto(arms, path=None, ax=None):
-  """Final eval accuracy against MACs per image (log x), 95% CI error bars."""
+  """Final eval accuracy against MACs per image (log x), 95% CI error bars.
+
+  The intervals are clipped to [0, 1]; markers at 1.0 are drawn whole.
+  """
   with _figure(path, ax, (6.5, 4.5)) as ax:
     for arm, (marker, color) in _styled(arms):
       s = arm.accuracy
@@ -50,17 +69,19 @@ def plot_pareto(arms, path=None, ax=None):
         continue
       err = None
       if s.n > 1:
-        err = [[s.mean - s.ci_low], [s.ci_high - s.mean]]
+        err = [[s.mean - _clip(s.ci_low)], [_clip(s.ci_high) - s.mean]]
       ax.errorbar([arm.macs], [s.mean], yerr=err, fmt=marker, color=color,
-                  capsize=4, label=f'{arm.label} (n={s.n})')
+                  capsize=4, label=f'{arm.label} (n={s.n})', clip_on=False)
       ax.scatter([arm.macs] * s.n, arm.final_accuracies(), marker=marker,
-                 facecolors='none', edgecolors=color, alpha=0.5, s=18)
+                 facecolors='none', edgecolors=color, alpha=0.5, s=18,
+                 clip_on=False)
     ax.set_xscale('log')
     ax.set_xlabel('MACs per image (log scale)')
     ax.set_ylabel('final eval accuracy')
     ax.set_title('Accuracy vs compute (mean, 95% CI; rings: seeds)')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize='small')
+    _accuracy_axis(ax)
 
 
 def _curve_plot(arms, ax, key, xlabel, title):
@@ -70,12 +91,14 @@ def _curve_plot(arms, ax, key, xlabel, title):
       continue
     ax.plot(x, mean, marker=marker, markersize=3, color=color,
             label=f'{arm.label} (n={len(arm.runs)})')
-    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+    ax.fill_between(x, _clip(mean - std), _clip(mean + std), color=color,
+                    alpha=0.2)
   ax.set_xlabel(xlabel)
   ax.set_ylabel('eval accuracy')
   ax.set_title(title)
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize='small')
+  _accuracy_axis(ax)
 
 
 def plot_curves(arms, path=None, ax=None):
