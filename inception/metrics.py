@@ -194,14 +194,19 @@ class Progress:
     return (self._total - step) / rate if rate > 0 else float('inf')
 
   def log(self, step: int, loss: float, images_per_s: float):
-    """Shows the latest window's loss, throughput and the ETA."""
+    """Shows the latest window's loss, throughput and the ETA.
+
+    Before any step is timed (the first window holds the compile) both read
+    '-' rather than nan and inf.
+    """
     eta = self.eta(step)
+    rate = f'{images_per_s:.0f}' if math.isfinite(images_per_s) else '-'
+    eta = f'{eta:.0f}s' if math.isfinite(eta) else '-'
     if self._tty:
-      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_s:.0f}',
-                            eta=f'{eta:.0f}s')
+      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=rate, eta=eta)
     elif self._enabled:
-      print(f'step {step}/{self._total}  loss {loss:.4f}  '
-            f'{images_per_s:.0f} img/s  eta {eta:.0f}s', flush=True)
+      print(f'step {step}/{self._total}  loss {loss:.4f}  {rate} img/s  '
+            f'eta {eta}', flush=True)
 
   def write(self, message: str):
     """Prints above the bar without breaking it."""

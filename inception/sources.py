@@ -250,6 +250,25 @@ def split_sizes(spec: DataSpec, *splits: str) -> dict[str, int] | None:
   return {k: v for k, v in sizes.items() if k in names and v} or None
 
 
+def example_count(spec: DataSpec, split: str) -> int | None:
+  """Examples in ``split`` without decoding an image; None when unknown.
+
+  A folder's are its files (unreadable ones included, which training
+  skips); TFDS's and the digits' as ``split_sizes``.
+  """
+  c = spec.source
+  try:
+    if c.kind == 'folder':
+      sizes = {n: sum(len(_entries(os.path.join(c.arg, n, k), 'file'))
+                      for k in _folder_classes(c.arg, n))
+               for n in _names(split, _folder_splits(c.arg))}
+    else:
+      sizes = split_sizes(spec, split)
+    return sum(b - a for _, a, b in _resolve(split, sizes)) if sizes else None
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 # ---------------------------------------------------------- folder, digits
 
 

@@ -35,7 +35,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from inception import budget, identity, specs, workdir as workdir_lib
+from inception import budget, identity, specs, sweep_cost
+from inception import workdir as workdir_lib
 from inception.errors import UserError, first_line
 
 TRAIN_MODULE = 'inception.train_main'  # ``python -m``: no path to a script
@@ -643,16 +644,8 @@ def describe_arms(config, runs: list[Run]) -> list[str]:
     if key in seen:
       continue
     seen.add(key)
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-      for k, v in arm.items():
-        node = cfg
-        *parents, leaf = k.split('.')
-        for p in parents:
-          node = node[p]
-        node[leaf] = v
     try:
-      model = specs.model_spec(cfg)
+      model = specs.model_spec(sweep_cost.with_overrides(config, arm))
       shape = budget.describe(model.name, model.input_shape, **model.kwargs)
     except (ValueError, TypeError, UserError) as e:
       lines.append(f'{run_name(arm)}: cannot describe ({e})')

@@ -28,7 +28,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from inception import cli, launchers, report, sweep, workdir as workdir_lib
+from inception import cli, launchers, report, sweep, sweep_cost
+from inception import workdir as workdir_lib
 from inception.errors import UserError
 
 config_flags.DEFINE_config_file('config', None, 'Base experiment config.',
@@ -36,8 +37,14 @@ config_flags.DEFINE_config_file('config', None, 'Base experiment config.',
 flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep(config).')
 flags.DEFINE_string('workdir', None, 'Directory holding one dir per run.')
 flags.DEFINE_integer('parallel', 1, 'Runs trained at the same time.')
-flags.DEFINE_bool('dry_run', False, 'Print one shell command per run (and, '
-                  'with --launcher=slurm, the sbatch script); run none.')
+flags.DEFINE_bool('dry_run', False, 'Print each arm, each run\'s cost, one '
+                  'shell command per run (and, with --launcher=slurm, the '
+                  'sbatch script); run none.')
+flags.DEFINE_list('cost_from', [], 'Dry run: other sweep directories whose '
+                  'runs\' measured images/s price this sweep\'s runs of the '
+                  'same shapes (its own runs always do).')
+flags.DEFINE_integer('time_steps', 0, 'Dry run: time this many train steps '
+                     'of each shape no run has measured (0: do not time).')
 flags.DEFINE_enum('launcher', 'local', ['local', 'slurm', 'ray'],
                   'Where runs train: local processes, SLURM via submitit, '
                   'or Ray.')
@@ -112,7 +119,8 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
               echo=print, launcher: str = 'local',
               launcher_args: list[str] | None = None, ray_address: str = '',
               submitit_cluster: str | None = None,
-              interrupt: sweep.Interrupt | None = None
+              interrupt: sweep.Interrupt | None = None,
+              cost_from: list[str] | None = None, time_steps: int = 0
               ) -> dict[str, str] | None:
   """Plans and runs a sweep (``main`` then writes the report).
 
@@ -126,11 +134,14 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
       exists; 'local': processes on this machine, as the tests use).
     interrupt: the local launcher's Ctrl-C handling (``sweep.Interrupt``);
       its ``requested`` says afterwards whether the sweep was stopped.
+    cost_from: dry run: sweep directories whose measured images/s price
+      runs of the same shapes (``inception.sweep_cost``).
+    time_steps: dry run: time this many steps of each unmeasured shape.
 
   Returns:
     run name -> final status, or None for a dry run (which prints each arm,
-    one shell command per run and, for SLURM, the sbatch script, and writes
-    nothing).
+    each run's remaining cost and the total, one shell command per run and,
+    for SLURM, the sbatch script, and writes nothing).
   """
   if parallel < 1:
     raise UserError(f'--parallel must be at least 1, got {parallel}')
@@ -145,8 +156,14 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
   runs = sweep.plan(workdir, sweep.load_sweep(sweep_path, config))
   sweep.check_rerun(workdir, config_arg, extra, runs, config)
   jobs_dir = os.path.join(workdir, '.submitit')
+  if time_steps < 0:
+    raise UserError(f'--time_steps must be 0 or more, got {time_steps}')
   if dry_run:
     for line in sweep.describe_arms(config, runs):
+      echo(f'# {line}')
+    costs = sweep_cost.estimate(config, runs, [workdir, *(cost_from or [])],
+                                time_steps, echo)
+    for line in sweep_cost.format_costs(costs):
       echo(f'# {line}')
     for line in dry_run_commands(runs, config_arg, extra):
       echo(line)
@@ -187,7 +204,8 @@ def main(argv):
                         launcher_args=FLAGS.launcher_args,
                         ray_address=FLAGS.ray_address,
                         submitit_cluster=FLAGS.submitit_cluster,
-                        interrupt=interrupt)
+                        interrupt=interrupt, cost_from=FLAGS.cost_from,
+                        time_steps=FLAGS.time_steps)
     if results is None:  # dry run
       return
     print(report.format_summary(report.write_report(workdir)))

@@ -306,3 +306,12 @@ def test_runs_saved_before_a_field_existed_gain_its_old_behaviour(tmp_path):
   assert config.eval_flip is False and config.ema_decay == 0.0
   config.eval_flip = True  # an override now type-checks
   config.ema_decay = 0.99
+
+
+def test_the_first_window_shows_no_nan_rate_or_infinite_eta(capsys):
+  """Before a step is timed, the log line says '-' for the rate and ETA."""
+  progress = metrics.Progress(total=10, initial=0, batch_size=8)
+  progress.start_clock(1)
+  progress.log(1, 2.3, float('nan'))
+  out = capsys.readouterr().out
+  assert '- img/s  eta -' in out and 'nan' not in out and 'inf' not in out

@@ -1,0 +1,65 @@
+"""A sweep's cost before it runs: steps, training FLOPs, measured images/s."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO, TINY_MACS, cli_overrides, quick_config
+from inception import sweep, sweep_cost, train
+from test_sweep import SWEEP, _write
+
+
+def _runs(workdir):
+  return sweep.plan(str(workdir), [{'seed': 0}, {'seed': 1}])
+
+
+def test_cost_counts_steps_and_flops_and_reuses_a_measured_rate(tmp_path):
+  config = quick_config()
+  costs = sweep_cost.estimate(config, _runs(tmp_path), [str(tmp_path)])
+  steps = config.num_train_steps
+  assert [c.steps for c in costs] == [steps, steps]
+  assert all(c.images == steps * config.batch_size for c in costs)
+  assert all(c.train_flops == 6 * TINY_MACS * c.images for c in costs)
+  assert all(c.images_per_s is None and c.seconds is None for c in costs)
+  lines = sweep_cost.format_costs(costs)
+  assert lines[-1].startswith('2 run(s) to go: ')
+  assert '2 run(s) not measured (pass --time_steps=N' in lines[-1]
+  # A finished run of the same shapes prices the other one, and is not
+  # priced itself.
+  first = _runs(tmp_path)[0]
+  train.train_and_evaluate(quick_config(seed=0), first.workdir)
+  costs = sweep_cost.estimate(config, _runs(tmp_path), [str(tmp_path)])
+  assert [c.name for c in costs] == ['seed=1']
+  assert costs[0].images_per_s > 0
+  assert costs[0].rate_from == 'measured by seed=0'
+  assert costs[0].seconds == pytest.approx(
+      costs[0].images / costs[0].images_per_s)
+  assert ' h one run at a time' in sweep_cost.format_costs(costs)[-1]
+
+
+def test_cost_times_unmeasured_shapes_when_asked(tmp_path):
+  timed = []
+  costs = sweep_cost.estimate(quick_config(), _runs(tmp_path), [],
+                              time_steps=2, echo=timed.append)
+  assert len(timed) == 1  # both seeds share one shape: timed once
+  assert all(c.rate_from == 'timed here' and c.images_per_s > 0
+             for c in costs)
+
+
+def test_dry_run_prints_the_cost_and_refuses_a_bad_time_steps(tmp_path):
+  path = _write(tmp_path / 'seeds.py', 'def get_sweep(config):\n'
+                '  return [{"seed": 0}, {"seed": 1}]\n')
+  cmd = SWEEP + ['--sweep', path, '--workdir', str(tmp_path / 'w'),
+                 '--dry_run', *cli_overrides()]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  costs = [l for l in out.stdout.splitlines() if l.startswith('# cost ')]
+  assert len(costs) == 2 and 'training FLOPs' in costs[0]
+  assert '# 2 run(s) to go: ' in out.stdout
+  assert not os.path.exists(tmp_path / 'w')
+  out = subprocess.run(cmd + ['--time_steps=-1'], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == (
+      'error: --time_steps must be 0 or more, got -1')
