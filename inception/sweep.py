@@ -415,14 +415,82 @@ def _start(run: Run, config_arg: str, extra: list[str]):
   return proc, log
 
 
+def _train_logged(path: str, offset: int) -> bool:
+  """Whether ``path`` (metrics.jsonl) has a train record past ``offset``."""
+  try:
+    with open(path, 'rb') as f:
+      f.seek(offset)
+      return b'"train/loss"' in f.read()
+  except OSError:
+    return False
+
+
+def _size(path: str) -> int:
+  try:
+    return os.path.getsize(path)
+  except OSError:
+    return 0
+
+
+class _WarmUp:
+  """Starts one run per compiled program first; the rest once it compiled.
+
+  Runs that share a ``program`` key (everything but the seed) compile the
+  same step, which JAX's persistent cache then serves. Started together,
+  each would compile it again; so a second run of a key waits until the
+  first has logged a train step (its program is then in the cache) or has
+  ended. Runs of other keys start meanwhile.
+  """
+
+  def __init__(self, program, echo):
+    self.program, self.echo = program, echo
+    self.warm, self.compiling = set(), {}  # key -> (run, metrics, offset)
+
+  def pick(self, queue: list[Run]) -> Run | None:
+    """Pops the first run free to start now (None: all wait)."""
+    for i, run in enumerate(queue):
+      key = self.program(run)
+      if key in self.warm:
+        return queue.pop(i)
+      if key not in self.compiling:
+        metrics = workdir_lib.path(run.workdir, workdir_lib.METRICS)
+        self.compiling[key] = (run, metrics, _size(metrics))
+        return queue.pop(i)
+    return None
+
+  def poll(self, active: dict):
+    """Marks keys warm whose first run logged a step or is no longer active."""
+    for key, (run, metrics, offset) in list(self.compiling.items()):
+      if run.name not in active or _train_logged(metrics, offset):
+        del self.compiling[key]
+        self.warm.add(key)
+        if run.name in active:
+          self.echo(f'compiled {run.name}: its program is cached for the '
+                    'runs that share it')
+
+
+def program_key(config: ml_collections.ConfigDict):
+  """run -> the key of the train step it compiles: its config but the seed
+  and the fields that change no result (``identity.MUTABLE``)."""
+  def key(run: Run) -> str:
+    cfg = sweep_cost.with_overrides(config, run.overrides).to_dict()
+    for field in ('seed', *identity.MUTABLE):
+      cfg.pop(field, None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+  return key
+
+
 def execute(runs: list[Run], config_arg: str, extra: list[str],
             parallel: int = 1, echo=print,
-            interrupt: Interrupt | None = None) -> dict[str, str]:
+            interrupt: Interrupt | None = None,
+            program=None) -> dict[str, str]:
   """Trains every run not yet done, ``parallel`` at a time, as local processes.
 
   A run whose directory cannot be written is recorded failed; the others go
   on. Ctrl-C: see ``Interrupt`` (``interrupt.requested`` then says so; the
-  runs never started are left out of the result).
+  runs never started are left out of the result). With ``program`` (run ->
+  the key of the program it compiles) and ``parallel > 1``, runs sharing a
+  program start after the first of them has compiled it (``_WarmUp``).
 
   Returns:
     run name -> final status ('done', 'failed', 'stopped', 'skipped' if
@@ -431,11 +499,16 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
   interrupt = interrupt or Interrupt()
   results, queue = split_done(runs, echo)
   active, logs = interrupt.active, {}
+  warm_up = _WarmUp(program, echo) if program and parallel > 1 else None
   interrupt.install()
   try:
     while queue or active:
+      if warm_up:
+        warm_up.poll(active)
       while queue and len(active) < parallel and not interrupt.requested:
-        run = queue.pop(0)
+        run = warm_up.pick(queue) if warm_up else queue.pop(0)
+        if run is None:
+          break
         echo(f'start {run.name}')
         try:
           proc, log = _start(run, config_arg, extra)

@@ -183,7 +183,7 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
                                 echo)
   else:
     results = sweep.execute(runs, config_arg, extra, parallel, echo,
-                            interrupt)
+                            interrupt, program=sweep.program_key(config))
   failed = [n for n, s in results.items() if s == 'failed']
   if failed:
     echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '

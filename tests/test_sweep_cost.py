@@ -63,3 +63,20 @@ def test_dry_run_prints_the_cost_and_refuses_a_bad_time_steps(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1] == (
       'error: --time_steps must be 0 or more, got -1')
+
+
+def test_runs_sharing_a_program_start_after_it_compiled(tmp_path):
+  """--parallel: a seed waits for the first seed's compile; other lrs don't."""
+  runs = sweep.plan(str(tmp_path), [{'seed': 0}, {'seed': 1},
+                                    {'learning_rate': 0.02}])
+  lines = []
+  results = sweep.execute(runs, os.path.join(REPO, 'tests', 'tiny_config.py'),
+                          cli_overrides(), parallel=3, echo=lines.append,
+                          program=sweep.program_key(quick_config()))
+  assert set(results.values()) == {'done'}, lines
+  start = {l.split()[1]: i for i, l in enumerate(lines)
+           if l.startswith('start ')}
+  ready = next(i for i, l in enumerate(lines)
+               if l.startswith(('compiled seed=0:', 'done seed=0 ')))
+  assert start['seed=0'] < ready < start['seed=1'], lines
+  assert start['learning_rate=0.02'] < ready, lines  # its own program
