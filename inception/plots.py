@@ -3,7 +3,7 @@
 Each function draws one figure of a list of ``report.Arm``s, either into a
 given matplotlib ``ax`` (the notebook) or into a PNG file (the report, through
 matplotlib's object API: no pyplot, no backend). Arms are styled by kind:
-bottleneck, naive, separable.
+bottleneck, naive, separable; ``plot_frontier`` draws ``report.Family``s.
 
 Accuracy lives in [0, 1], and so do its drawn intervals and bands: a Student-t
 interval of a few seeds near 1.0 runs past it, which no accuracy can.
@@ -119,3 +119,58 @@ def plot_time(arms, path=None, ax=None, note: str = ''):
             + (f'\n{note}' if note else ''), transform=ax.transAxes,
             ha='right', va='bottom', fontsize='small', color='0.3')
 
+
+
+_FRONTIER_PANELS = (
+    ('macs', 'MACs per image (log scale)', 'log'),
+    ('train_flops', 'training FLOPs per run (log scale)', 'log'),
+    ('images_per_s', 'training images/s (measured)', 'linear'))
+
+
+def plot_frontier(families, epochs, path=None, axes=None, note: str = ''):
+  """Final eval accuracy against MACs, training FLOPs and images/s.
+
+  One line per family through its arms trained ``epochs`` epochs, by MACs;
+  each point is the mean over seeds with its 95% CI (clipped to [0, 1]).
+  An arm whose ``narrow`` is true is drawn hollow; ``note`` (the footnote
+  that says why) goes under the panels. ``axes``: three axes to draw into
+  (sharing nothing), else a new figure saved to ``path``.
+  """
+  fig = None
+  if axes is None:
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+    fig = Figure(figsize=(15, 4.8))
+    axes = fig.subplots(1, 3, sharey=True)
+  for ax, (key, xlabel, scale) in zip(axes, _FRONTIER_PANELS):
+    for family, (marker, color) in _styled(families):
+      points = [a for a in family.at(epochs) if a.accuracy.n]
+      if not points:
+        continue
+      xs = [getattr(a, key) for a in points]
+      ys = [a.accuracy.mean for a in points]
+      n = '/'.join(sorted({str(a.accuracy.n) for a in points}))
+      ax.plot(xs, ys, color=color, alpha=0.6)
+      ax.plot([], [], marker=marker, color=color,
+              label=f'{family.name} (n={n})')  # the legend's entry
+      for a, x, y in zip(points, xs, ys):
+        s = a.accuracy
+        err = None
+        if s.n > 1:
+          err = [[y - _clip(s.ci_low)], [_clip(s.ci_high) - y]]
+        ax.errorbar([x], [y], yerr=err, fmt=marker, color=color, capsize=4,
+                    markerfacecolor='none' if a.narrow else color,
+                    clip_on=False)
+    ax.set_xscale(scale)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which='both', alpha=0.3)
+    _accuracy_axis(ax)
+  axes[0].set_ylabel('final eval accuracy')
+  axes[0].legend(fontsize='small')
+  schedule = f', {epochs:g} epochs' if isinstance(epochs, (int, float)) else ''
+  axes[1].set_title(f'Accuracy frontiers{schedule} (mean over seeds, 95% CI)')
+  if note:
+    axes[0].figure.text(0.01, 0.01, note, fontsize='small', color='0.3',
+                        wrap=True)
+  if fig is not None:
+    fig.tight_layout(rect=(0, 0.07 if note else 0, 1, 1))
+    fig.savefig(path, dpi=120)

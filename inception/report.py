@@ -1,6 +1,7 @@
 """Sweep report: per-run and per-arm tables with statistics, and three plots.
 
   python -m inception.report results/cifar10_ablation [--reference bottleneck]
+      [--allow_mixed]
 
 Runs are grouped into arms by their overrides, every one but the seed and
 those that do not change the result (how often to log, evaluate and save:
@@ -14,10 +15,23 @@ Writes ``results.csv`` (one row per run), ``results.md`` (arms: mean ± std,
 95% CI, params, MACs, training FLOPs, images/s; each arm against the
 reference arm: difference, 95% CI, Welch's p, one sentence; branch widths;
 provenance), ``pareto.png``, ``curves.png`` and ``time.png``.
+
+Where at least two module families (a design, every override but the width
+and the schedule) each ran at two or more widths, it also draws their
+accuracy-vs-cost frontiers (``frontier.png``: against MACs per image,
+training FLOPs and measured images/s) on the most common schedule, and adds
+to ``results.md`` each family's accuracy against the reference family's at
+equal MACs (read off the frontiers) and, for families that also ran another
+number of epochs, the schedule check. A frontier compares code and machines:
+its runs must share one git commit and one platform (``--allow_mixed`` to
+draw it anyway).
 """
 import argparse
+import collections
+import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,6 +49,9 @@ COLUMNS = ('run', 'arm', 'status', 'seed', 'params', 'macs', 'final_accuracy',
            'images_per_s', 'git_commit', 'cpu', 'error')
 _ARM_FIELDS = ('model.bottleneck', 'model.pool_proj', 'model.separable',
                'model.width')
+# A frontier point whose narrowest branch output has fewer channels is drawn
+# hollow: the family's design barely survives at that width.
+NARROW_CHANNELS = 4
 
 
 @dataclasses.dataclass
@@ -106,6 +123,36 @@ class Arm:
   @property
   def params(self) -> int:
     return self.runs[0].summary.get('params')
+
+  @property
+  def train_flops(self) -> float:
+    """Mean training FLOPs of a run (6 x MACs x images seen)."""
+    return stats.summarize([r.train_flops(r.summary['step'])
+                            for r in self.runs]).mean
+
+  @property
+  def images_per_s(self) -> float:
+    """Mean measured training throughput over the runs."""
+    return stats.summarize([r.summary.get('images_per_s')
+                            for r in self.runs]).mean
+
+  @property
+  def width(self):
+    r = self.runs[0]
+    return r.config.get('model', {}).get('width',
+                                         r.overrides.get('model.width'))
+
+  @property
+  def epochs(self):
+    """The runs' num_epochs (their config's, else their override)."""
+    r = self.runs[0]
+    return r.config.get('num_epochs', r.overrides.get('num_epochs'))
+
+  @property
+  def narrow(self) -> bool:
+    """Its narrowest branch output has fewer than ``NARROW_CHANNELS``."""
+    return bool(self.shape and self.shape.outputs) and (
+        self.shape.narrowest[1] < NARROW_CHANNELS)
 
 
 def _config_overrides(configs: list[dict]) -> list[dict]:
@@ -232,9 +279,21 @@ def _arm_label(config: dict, overrides: dict) -> tuple[str, str]:
   return ', '.join([label, *rest]), kind
 
 
+_MODEL_FIELDS = ('model', 'image_size', 'channels', 'dtype', 'conv_impl',
+                 'activation_dtype')
+
+
 def _shape(config: dict) -> budget.Shape | None:
+  # Seeds share their shape, and the flop count traces the model: once each.
+  return _shape_of(json.dumps({k: config[k] for k in _MODEL_FIELDS
+                               if k in config}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _shape_of(model_config: str) -> budget.Shape | None:
   try:
-    model = specs.model_spec(ml_collections.ConfigDict(config))
+    model = specs.model_spec(ml_collections.ConfigDict(
+        json.loads(model_config)))
     return budget.describe(model.name, model.input_shape, **model.kwargs)
   except (KeyError, AttributeError, ValueError, TypeError):
     return None  # an old or foreign config: widths are not shown
@@ -295,9 +354,6 @@ def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
   rows = []
   for arm in all_arms:
     s = arm.accuracy
-    speed = stats.summarize([r.summary.get('images_per_s') for r in arm.runs])
-    flops_run = stats.summarize([r.train_flops(r.summary['step'])
-                                 for r in arm.runs])
     rows.append({
         'arm': arm.label, 'seeds': s.n, 'params': arm.params,
         'macs': arm.macs,
@@ -307,8 +363,8 @@ def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
         'final_accuracy': (f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1
                            else f'{s.mean:.4f}'),
         '95%_ci': (f'[{s.ci_low:.4f}, {s.ci_high:.4f}]' if s.n > 1 else ''),
-        'train_flops': f'{flops_run.mean:.3g}',
-        'images_per_s': f'{speed.mean:.1f}',
+        'train_flops': f'{arm.train_flops:.3g}',
+        'images_per_s': f'{arm.images_per_s:.1f}',
     })
   return rows
 
@@ -318,6 +374,279 @@ def comparisons(all_arms: list[Arm], ref: Arm) -> list[stats.Comparison]:
   return [stats.compare(a.label, a.final_accuracies(), ref.label,
                         ref.final_accuracies())
           for a in all_arms if a is not ref]
+
+
+@dataclasses.dataclass
+class Family:
+  """One module design's arms: its widths, on every schedule it ran."""
+  name: str
+  kind: str
+  arms: list[Arm]
+
+  def at(self, epochs) -> list[Arm]:
+    """Its arms trained for ``epochs`` epochs, by MACs."""
+    return sorted((a for a in self.arms if a.epochs == epochs),
+                  key=lambda a: a.macs)
+
+
+def families(all_arms: list[Arm]) -> list[Family]:
+  """Arms grouped by module design and every override but width and epochs."""
+  groups: dict[tuple[str, str], list[Arm]] = {}
+  for arm in all_arms:
+    r = arm.runs[0]
+    design, _ = _arm_label(r.config, {
+        k: v for k, v in r.overrides.items()
+        if k.startswith('model.') and k != 'model.width'})
+    rest = {k: v for k, v in r.overrides.items()
+            if not k.startswith('model.') and k not in (
+                'seed', 'num_epochs', *identity.MUTABLE)}
+    groups.setdefault((design, json.dumps(rest, sort_keys=True)),
+                      []).append(arm)
+  designs = collections.Counter(design for design, _ in groups)
+  out = []
+  for (design, rest), members in groups.items():
+    name = design  # the design's other overrides only where it needs them
+    if designs[design] > 1:
+      name = ', '.join([design] + [f'{k}={v}'
+                                   for k, v in json.loads(rest).items()])
+    out.append(Family(name, members[0].kind, members))
+  return out
+
+
+@dataclasses.dataclass
+class Frontier:
+  """Families on the main schedule (the most common num_epochs)."""
+  epochs: float
+  families: list[Family]  # those with an arm on the main schedule
+  reference: Family | None
+
+  @property
+  def arms(self) -> list[Arm]:
+    """Its points: every family's arms on the main schedule."""
+    return [a for f in self.families for a in f.at(self.epochs)]
+
+  def family_of(self, arm: Arm) -> Family:
+    return next(f for f in self.families if any(arm is a for a in f.arms))
+
+
+def frontier(all_arms: list[Arm], reference: str = 'bottleneck'
+             ) -> Frontier | None:
+  """The sweep's frontier; None unless two families ran at >= 2 widths.
+
+  The reference family is the one named ``reference``, else the one holding
+  the arm of that label, else the first of that kind.
+  """
+  if not all_arms:
+    return None
+  epochs = collections.Counter(
+      a.epochs for a in all_arms for _ in a.runs).most_common(1)[0][0]
+  fams = [f for f in families(all_arms) if f.at(epochs)]
+  if sum(len(f.at(epochs)) >= 2 for f in fams) < 2:
+    return None
+  ref = (next((f for f in fams if f.name == reference), None) or
+         next((f for f in fams if any(a.label == reference for a in f.arms)),
+              None) or
+         next((f for f in fams if f.kind == reference), None))
+  return Frontier(epochs, fams, ref)
+
+
+def _platform(run: RunResult) -> str:
+  s = run.summary
+  return ' on '.join(str(s[k]) for k in ('device_kind', 'cpu')
+                     if s.get(k)) or 'unrecorded'
+
+
+def frontier_mixing(fr: Frontier) -> str:
+  """'' when the frontier's runs share one commit and one platform.
+
+  Otherwise what differs, e.g. '2 git commits (abc, def)'. Every run of its
+  families counts, the schedule check's too.
+  """
+  runs = [r for f in fr.families for a in f.arms for r in a.runs]
+  commits = sorted({str(r.summary.get('git_commit') or 'unrecorded')
+                    for r in runs})
+  platforms = sorted({_platform(r) for r in runs})
+  problems = []
+  if len(commits) > 1:
+    problems.append(f'{len(commits)} git commits ({", ".join(commits)})')
+  if len(platforms) > 1:
+    problems.append(f'{len(platforms)} platforms ({"; ".join(platforms)})')
+  return ' and '.join(problems)
+
+
+def equal_macs(fr: Frontier) -> list[stats.FrontierComparison]:
+  """Each family against the reference at the MACs budgets both span.
+
+  The budgets are the measured MACs of either family inside both families'
+  MACs ranges; each family's accuracy there is read off its frontier.
+  """
+  ref = fr.reference
+  if ref is None:
+    return []
+  ref_arms = ref.at(fr.epochs)
+  ref_xs = [a.macs for a in ref_arms]
+  out = []
+  for fam in fr.families:
+    if fam is ref:
+      continue
+    fam_arms = fam.at(fr.epochs)
+    xs = [a.macs for a in fam_arms]
+    low, high = max(xs[0], ref_xs[0]), min(xs[-1], ref_xs[-1])
+    for macs in sorted({m for m in xs + ref_xs if low <= m <= high}):
+      out.append(stats.frontier_difference(
+          fam.name, macs, xs, [a.final_accuracies() for a in fam_arms],
+          ref.name, ref_xs, [a.final_accuracies() for a in ref_arms]))
+  return out
+
+
+@dataclasses.dataclass
+class ScheduleCheck:
+  """A family against the reference at one width each, on two schedules."""
+  family: str
+  reference: str
+  width: float
+  ref_width: float
+  comparisons: list[tuple[float, stats.Comparison]]  # (epochs, comparison)
+  change: stats.Contrast  # the difference at the second minus at the first
+
+  def sentence(self) -> str:
+    """Whether the difference moves with the schedule; only if the CI says."""
+    (e0, _), (e1, _) = self.comparisons
+    c = self.change
+    who = f'{self.family} − {self.reference}'
+    within = f'From {_g(e0)} to {_g(e1)} epochs'
+    if math.isnan(c.ci_low):
+      return (f'{within}, {who}: too few seeds to bound the change '
+              f' ({100 * c.estimate:+.2f} points).')
+    text = (f'{100 * c.estimate:+.2f} points, 95% bootstrap CI '
+            f'[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]')
+    if c.significant:
+      return f'{within}, the difference {who} moves by {text}.'
+    return (f'{within}, the change of the difference {who} is not '
+            f'distinguishable from zero (the 95% CI contains zero: {text}).')
+
+
+def schedule_checks(fr: Frontier) -> list[ScheduleCheck]:
+  """Families against the reference at each width run on a second schedule.
+
+  A family's width is paired with the reference's width of closest MACs
+  among those that ran both schedules too.
+  """
+  ref = fr.reference
+  if ref is None:
+    return []
+  others = dict.fromkeys(a.epochs for f in fr.families for a in f.arms
+                         if a.epochs != fr.epochs)
+
+  def both(fam, epochs):  # [(main arm, arm at epochs)] at the same width
+    at = {a.width: a for a in fam.at(epochs)}
+    return [(a, at[a.width]) for a in fam.at(fr.epochs) if a.width in at]
+
+  checks = []
+  for epochs in others:
+    ref_pairs = both(ref, epochs)
+    for fam in fr.families:
+      if fam is ref or not ref_pairs:
+        continue
+      for main, other in both(fam, epochs):
+        ref_main, ref_other = min(
+            ref_pairs, key=lambda p, m=main: abs(math.log(p[0].macs / m.macs)))
+        comps = [(e, stats.compare(
+            f'{fam.name} (width {_g(a.width)}, {_g(e)} epochs)',
+            a.final_accuracies(),
+            f'{ref.name} (width {_g(b.width)}, {_g(e)} epochs)',
+            b.final_accuracies()))
+                 for e, a, b in ((fr.epochs, main, ref_main),
+                                 (epochs, other, ref_other))]
+        change = stats.contrast(
+            [other.final_accuracies(), ref_other.final_accuracies(),
+             main.final_accuracies(), ref_main.final_accuracies()],
+            [1, -1, -1, 1])
+        checks.append(ScheduleCheck(fam.name, ref.name, main.width,
+                                    ref_main.width, comps, change))
+  return checks
+
+
+def narrow_note(fr: Frontier) -> str:
+  """The hollow points' footnote ('' when none is)."""
+  narrow = [a for a in fr.arms if a.narrow]
+  if not narrow:
+    return ''
+  return (f'Hollow points: the narrowest branch has fewer than '
+          f'{NARROW_CHANNELS} output channels (' + '; '.join(
+              f'{fr.family_of(a).name} width {_g(a.width)}: '
+              f'{a.shape.narrowest[1]} ch in {a.shape.narrowest[0]}'
+              for a in narrow) + ').')
+
+
+def _g(v) -> str:
+  """A width or a number of epochs, short ('0.125', '8'; '?' if unrecorded)."""
+  return f'{v:g}' if _number(v) else '?'
+
+
+def _ci(low: float, high: float, scale: float = 100) -> str:
+  if math.isnan(low):
+    return ''
+  return f'[{scale * low:+.2f}, {scale * high:+.2f}]'
+
+
+def _frontier_markdown(fr: Frontier, mixing: str, refused: bool) -> list[str]:
+  """results.md's frontier sections (or why it is not drawn)."""
+  md = ['', f'## Frontier ({_g(fr.epochs)} epochs, frontier.png)', '']
+  if refused:
+    return md + [f'Not drawn: its runs come from {mixing}; a frontier '
+                 'compares one code on one machine. `python -m '
+                 'inception.report DIR --allow_mixed` draws it anyway.']
+  if mixing:
+    md += [f'**Drawn with --allow_mixed: its runs come from {mixing}; '
+           'accuracy and images/s are not from one code on one machine.**',
+           '']
+  rows = arm_rows(fr.arms, None)
+  for row, arm in zip(rows, fr.arms):
+    row.update(family=fr.family_of(arm).name, width=_g(arm.width),
+               hollow='yes' if arm.narrow else '')
+  md += [_markdown(['family', 'width', 'seeds', 'macs', 'narrowest_branch',
+                    'hollow', 'final_accuracy', '95%_ci', 'train_flops',
+                    'images_per_s'], rows)]
+  note = narrow_note(fr)
+  if note:
+    md += ['', note]
+  comps = equal_macs(fr)
+  if comps:
+    md += ['', f'## Accuracy at equal MACs (against {fr.reference.name}, '
+           f'{_g(fr.epochs)} epochs)', '',
+           'Each family\'s accuracy read off its frontier, linear in log MACs '
+           'between the two measured widths around the budget (the point '
+           'itself where measured); 95% CI: percentile bootstrap over seeds, '
+           'each width\'s seeds resampled on their own (with few seeds it is '
+           'narrower than a Student-t interval).', '',
+           _markdown(['family', 'reference', 'macs', 'accuracy',
+                      'reference_accuracy', 'difference', '95%_ci'], [
+                          {'family': c.family, 'reference': c.reference,
+                           'macs': c.macs, 'accuracy': f'{c.accuracy:.4f}',
+                           'reference_accuracy': f'{c.ref_accuracy:.4f}',
+                           'difference': f'{100 * c.diff.estimate:+.2f} points',
+                           '95%_ci': _ci(c.diff.ci_low, c.diff.ci_high)}
+                          for c in comps]), '']
+    md += [f'- {c.sentence()}' for c in comps]
+  checks = schedule_checks(fr)
+  if checks:
+    md += ['', f'## Schedule check (against {fr.reference.name}, Welch '
+           't-test per schedule)', '',
+           _markdown(['family', 'width', 'reference', 'reference_width',
+                      'num_epochs', 'difference', '95%_ci', 'p'], [
+                          {'family': k.family, 'width': _g(k.width),
+                           'reference': k.reference,
+                           'reference_width': _g(k.ref_width),
+                           'num_epochs': _g(e),
+                           'difference': f'{100 * c.diff:+.2f} points',
+                           '95%_ci': _ci(c.ci_low, c.ci_high),
+                           'p': (f'{c.p_value:.3g}'
+                                 if not math.isnan(c.p_value) else '')}
+                          for k in checks for e, c in k.comparisons]), '']
+    md += [f'- {c.sentence()}' for k in checks for _, c in k.comparisons]
+    md += [f'- {k.sentence()}' for k in checks]
+  return md
 
 
 def provenance_note(runs: list[RunResult]) -> str:
@@ -336,7 +665,8 @@ def provenance_note(runs: list[RunResult]) -> str:
           ' (or unrecorded); wall times and images/s are not comparable')
 
 
-def _markdown_report(runs, all_arms, ref) -> str:
+def _markdown_report(runs, all_arms, ref, fr=None, mixing='',
+                     refused=False) -> str:
   rows = [r.row() for r in runs]
   extra = sorted({k for row in rows for k in row} - set(COLUMNS))
   md = ['# Results', '']
@@ -369,6 +699,8 @@ def _markdown_report(runs, all_arms, ref) -> str:
     if degenerate:
       md += ['', f'Degenerate arms (a branch whose output has <= '
              f'{budget.DEGENERATE_CHANNELS} channels): {", ".join(degenerate)}.']
+  if fr is not None:
+    md += _frontier_markdown(fr, mixing, refused)
   md += ['', '## Runs', '',
          _markdown([h for h in ('run', *extra, *COLUMNS[1:]) if h != 'error'],
                    rows)]
@@ -393,24 +725,33 @@ class ReportNotWritten(UserError):
     self.table = table
 
 
-def write_report(workdir: str, reference: str = 'bottleneck',
-                 warn=_warn) -> dict[str, str]:
+def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
+                 allow_mixed: bool = False) -> dict[str, str]:
   """Writes the report files into ``workdir``; returns their paths.
 
+  ``frontier.png`` is among them where the sweep has a frontier
+  (``frontier``) and it is drawn.
+
   Raises:
-    UserError: nothing to report (``load_runs``).
+    UserError: nothing to report (``load_runs``); or, after writing the rest
+      of the report, a frontier whose runs mix commits or platforms without
+      ``allow_mixed``.
     ReportNotWritten: a file could not be written (a read-only folder, a
       full disk); it carries the tables, to print instead.
   """
   runs = load_runs(workdir, warn)
   all_arms = arms(runs)
   ref = reference_arm(all_arms, reference)
+  fr = frontier(all_arms, reference)
+  mixing = frontier_mixing(fr) if fr else ''
+  refused = bool(mixing) and not allow_mixed
   paths = {k: os.path.join(workdir, f) for k, f in (
       ('csv', 'results.csv'), ('md', 'results.md'), ('pareto', 'pareto.png'),
       ('curves', 'curves.png'), ('time', 'time.png'))}
+  frontier_path = os.path.join(workdir, 'frontier.png')
   rows = [r.row() for r in runs]
   extra = sorted({k for row in rows for k in row} - set(COLUMNS))
-  table = _markdown_report(runs, all_arms, ref)
+  table = _markdown_report(runs, all_arms, ref, fr, mixing, refused)
   try:
     with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
       writer = csv.DictWriter(f, ['run', *extra, *COLUMNS[1:]])
@@ -423,11 +764,24 @@ def write_report(workdir: str, reference: str = 'bottleneck',
       plots.plot_pareto(all_arms, paths['pareto'])
       plots.plot_curves(all_arms, paths['curves'])
       plots.plot_time(all_arms, paths['time'], note=provenance_note(runs))
+    if fr is not None and not refused:
+      paths['frontier'] = frontier_path
+      note = ' '.join(filter(None, [narrow_note(fr), mixing and (
+          f'Drawn with --allow_mixed: {mixing}.')]))
+      plots.plot_frontier(fr.families, fr.epochs, frontier_path, note=note)
+    else:  # not one from an earlier report either
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(frontier_path)
   except OSError as e:
     raise ReportNotWritten(
         f'cannot write the report into {workdir} ({e.strerror or e}); the '
         'tables are printed above: fix the folder\'s permissions or free '
         'space, then run python -m inception.report again', table) from None
+  if refused:
+    raise UserError(
+        f'not drawing the frontier of {workdir}: its runs come from {mixing};'
+        ' the rest of the report is written; run python -m inception.report '
+        f'{workdir} --allow_mixed to draw it anyway')
   return paths
 
 
@@ -437,7 +791,9 @@ def format_summary(paths: dict[str, str]) -> str:
     table = f.read()
   return (f'{table}\nresults: {paths["csv"]}\n         {paths["md"]}\n'
           f'plots:   {paths["pareto"]}\n         {paths["curves"]}\n'
-          f'         {paths["time"]}')
+          f'         {paths["time"]}' + (
+              f'\n         {paths["frontier"]}' if 'frontier' in paths
+              else ''))
 
 
 def main(argv=None):
@@ -447,11 +803,17 @@ def main(argv=None):
   parser.add_argument('workdir', help='the sweep directory')
   parser.add_argument('--reference', default='bottleneck',
                       help='arm the others are compared with: an arm label, '
-                      'or a kind (bottleneck, naive, separable)')
+                      'or a kind (bottleneck, naive, separable); its family '
+                      'is the frontier\'s reference')
+  parser.add_argument('--allow_mixed', action='store_true',
+                      help='draw the frontier even when its runs come from '
+                      'different git commits or platforms (results.md says '
+                      'so)')
   args = parser.parse_args(argv)
   try:
     print(format_summary(write_report(
-        os.path.abspath(os.path.expanduser(args.workdir)), args.reference)))
+        os.path.abspath(os.path.expanduser(args.workdir)), args.reference,
+        allow_mixed=args.allow_mixed)))
   except ReportNotWritten as e:
     print(e.table, flush=True)
     print(f'error: {e}', file=sys.stderr)
