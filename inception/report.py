@@ -93,6 +93,8 @@ class RunResult:
             'params': s.get('params'), 'macs': s.get('macs'),
             'final_accuracy': s.get('final_eval_accuracy'),
             'best_accuracy': s.get('best_eval_accuracy'),
+            **({'final_top5_accuracy': s['final_eval_top5_accuracy']}
+               if s.get('final_eval_top5_accuracy') is not None else {}),
             'train_flops': self.train_flops(s['step']) if s else None,
             'train_time_s': s.get('train_time_s'),
             'wall_time_s': s.get('wall_time_s'),
@@ -111,6 +113,12 @@ class Arm:
 
   def final_accuracies(self) -> list[float]:
     return [r.summary.get('final_eval_accuracy') for r in self.runs]
+
+  def top5_accuracies(self) -> list[float]:
+    """Final top-5 accuracies; empty unless every run recorded one (runs
+    from before top-5 existed did not)."""
+    top5 = [r.summary.get('final_eval_top5_accuracy') for r in self.runs]
+    return top5 if all(v is not None for v in top5) else []
 
   @property
   def accuracy(self) -> stats.ArmStats:
@@ -349,6 +357,24 @@ def _markdown(header, rows) -> str:
   return '\n'.join(out)
 
 
+def _mean_std(values) -> str:
+  if not values:
+    return ''
+  s = stats.summarize(values)
+  return f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1 else f'{s.mean:.4f}'
+
+
+def _columns(rows: list[dict]) -> list[str]:
+  """results.csv's columns: run, the overrides, then COLUMNS (top-5 after
+  top-1 where any run recorded it)."""
+  top5 = 'final_top5_accuracy'
+  extra = sorted({k for row in rows for k in row} - set(COLUMNS) - {top5})
+  cols = ['run', *extra, *COLUMNS[1:]]
+  if any(top5 in row for row in rows):
+    cols.insert(cols.index('final_accuracy') + 1, top5)
+  return cols
+
+
 def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
   """One row per arm: accuracy mean ± std and 95% CI, cost, speed."""
   rows = []
@@ -363,6 +389,7 @@ def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
         'final_accuracy': (f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1
                            else f'{s.mean:.4f}'),
         '95%_ci': (f'[{s.ci_low:.4f}, {s.ci_high:.4f}]' if s.n > 1 else ''),
+        'top5_accuracy': _mean_std(arm.top5_accuracies()),
         'train_flops': f'{arm.train_flops:.3g}',
         'images_per_s': f'{arm.images_per_s:.1f}',
     })
@@ -668,12 +695,13 @@ def provenance_note(runs: list[RunResult]) -> str:
 def _markdown_report(runs, all_arms, ref, fr=None, mixing='',
                      refused=False) -> str:
   rows = [r.row() for r in runs]
-  extra = sorted({k for row in rows for k in row} - set(COLUMNS))
   md = ['# Results', '']
   if all_arms:
+    top5 = ['top5_accuracy'] if any(a.top5_accuracies()
+                                    for a in all_arms) else []
     md += ['## Mean ± std over seeds, 95% CI (Student t)', '',
            _markdown(['arm', 'seeds', 'params', 'macs', 'macs_vs_ref',
-                      'narrowest_branch', 'final_accuracy', '95%_ci',
+                      'narrowest_branch', 'final_accuracy', '95%_ci', *top5,
                       'train_flops', 'images_per_s'],
                      arm_rows(all_arms, ref))]
   if ref is not None and len(all_arms) > 1:
@@ -702,8 +730,7 @@ def _markdown_report(runs, all_arms, ref, fr=None, mixing='',
   if fr is not None:
     md += _frontier_markdown(fr, mixing, refused)
   md += ['', '## Runs', '',
-         _markdown([h for h in ('run', *extra, *COLUMNS[1:]) if h != 'error'],
-                   rows)]
+         _markdown([h for h in _columns(rows) if h != 'error'], rows)]
   note = provenance_note(runs)
   if note:
     md += ['', f'**Warning: {note}.**']
@@ -750,11 +777,10 @@ def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
       ('curves', 'curves.png'), ('time', 'time.png'))}
   frontier_path = os.path.join(workdir, 'frontier.png')
   rows = [r.row() for r in runs]
-  extra = sorted({k for row in rows for k in row} - set(COLUMNS))
   table = _markdown_report(runs, all_arms, ref, fr, mixing, refused)
   try:
     with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, ['run', *extra, *COLUMNS[1:]])
+      writer = csv.DictWriter(f, _columns(rows))
       writer.writeheader()
       writer.writerows(rows)
     with open(paths['md'], 'w', encoding='utf-8') as f:

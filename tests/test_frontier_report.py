@@ -210,3 +210,25 @@ def test_one_family_at_several_widths_draws_no_frontier(tmp_path):
   assert 'frontier' not in paths
   assert not os.path.exists(os.path.join(root, 'frontier.png'))
   assert '## Frontier' not in _md(root)
+
+
+def test_top5_is_reported_where_the_runs_recorded_it(tmp_path):
+  root = str(tmp_path / 'top5')
+  entries = [_run(root, 'bottleneck', 0.078125, seed, 0.7 + seed / 100,
+                  9_630_880) for seed in range(2)]
+  workdir.write_json(os.path.join(root, workdir.MANIFEST), {'runs': entries})
+  report.write_report(root)
+  assert 'top5_accuracy' not in _md(root)  # as the published sweeps
+  for seed, entry in enumerate(entries):
+    path = os.path.join(root, entry['name'], workdir.SUMMARY)
+    with open(path, encoding='utf-8') as f:
+      summary = json.load(f)
+    workdir.write_json(path, {**summary,
+                              'final_eval_top5_accuracy': 0.95 + seed / 100})
+  report.write_report(root)
+  md = _md(root)
+  assert '| 95%_ci | top5_accuracy |' in md
+  assert '0.9550 ± 0.0071' in md
+  with open(os.path.join(root, 'results.csv'), encoding='utf-8') as f:
+    header = f.readline().strip().split(',')
+  assert header[header.index('final_accuracy') + 1] == 'final_top5_accuracy'
