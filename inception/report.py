@@ -388,7 +388,9 @@ def arm_rows(all_arms: list[Arm], ref: Arm | None) -> list[dict]:
                              if arm.shape and arm.shape.branches else ''),
         'final_accuracy': (f'{s.mean:.4f} ± {s.std:.4f}' if s.n > 1
                            else f'{s.mean:.4f}'),
-        '95%_ci': (f'[{s.ci_low:.4f}, {s.ci_high:.4f}]' if s.n > 1 else ''),
+        # An accuracy lies in [0, 1]: so does its interval.
+        '95%_ci': (f'[{max(s.ci_low, 0.0):.4f}, {min(s.ci_high, 1.0):.4f}]'
+                   if s.n > 1 else ''),
         'top5_accuracy': _mean_std(arm.top5_accuracies()),
         'train_flops': f'{arm.train_flops:.3g}',
         'images_per_s': f'{arm.images_per_s:.1f}',
