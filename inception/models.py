@@ -109,13 +109,14 @@ class AuxHead(nn.Module):
   """Auxiliary classifier of GoogLeNet (section 5 of the paper)."""
   num_classes: int
   use_bn: bool = False
+  conv_impl: str = 'auto'
   dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.avg_pool(x, (5, 5), (3, 3), 'VALID')
-    x = ConvBN(128, 1, use_bn=self.use_bn, dtype=self.dtype, name='conv')(
-        x, train)
+    x = ConvBN(128, 1, use_bn=self.use_bn, conv_impl=self.conv_impl,
+               dtype=self.dtype, name='conv')(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(Dense(1024, dtype=self.dtype, name='fc1')(x))
     x = nn.Dropout(0.7, deterministic=not train)(x)
@@ -156,7 +157,8 @@ class _InceptionStack(nn.Module):
       # Aux params are created at init so that train and eval share a tree.
       if (stage in ('4a', '4d') and self.aux_logits
           and (train or self.is_initializing())):
-        aux = AuxHead(self.num_classes, use_bn=self.use_bn, dtype=self.dtype,
+        aux = AuxHead(self.num_classes, use_bn=self.use_bn,
+                      conv_impl=self.conv_impl, dtype=self.dtype,
                       name=f'aux_{stage}')(x, train)
         self.sow('intermediates', 'aux_logits', aux.astype(jnp.float32))
     return x

@@ -127,3 +127,29 @@ def test_builder_turns_model_errors_into_user_errors():
       channels=3))
   with pytest.raises(UserError, match="no option 'pool_proj'"):
     build.model(specs.model_spec(config))
+
+
+@pytest.mark.parametrize('impl', ['xla', 'gemm'])
+def test_every_layer_of_every_model_gets_the_configured_kernels(impl):
+  """No Module falls back to 'auto' (GoogLeNet's aux heads once did)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if hasattr(context.module, 'conv_impl'):
+      seen.append((context.module.path, context.module.conv_impl))
+    return next_fun(*args, **kwargs)
+
+  for name, registered in models.MODELS.items():
+    options = {'conv_impl': impl}
+    if 'aux_logits' in models.model_options(name):
+      options['aux_logits'] = True
+    model = models.get_model(name, **options)
+    x = jax.ShapeDtypeStruct((1, *registered.input_shape), jnp.float32)
+    seen.clear()
+    with nn.intercept_methods(record):
+      jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=True),
+                     x)
+    assert len(seen) > 5, name
+    assert {i for _, i in seen} == {impl}, (name, [p for p, i in seen
+                                                   if i != impl][:5])
