@@ -547,8 +547,7 @@ class ScheduleCheck:
     if math.isnan(c.ci_low):
       return (f'{within}, {who}: too few seeds to bound the change '
               f' ({100 * c.estimate:+.2f} points).')
-    text = (f'{100 * c.estimate:+.2f} points, 95% bootstrap CI '
-            f'[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]')
+    text = c.points()
     if c.significant:
       return f'{within}, the difference {who} moves by {text}.'
     return (f'{within}, the change of the difference {who} is not '

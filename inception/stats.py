@@ -110,6 +110,11 @@ class Contrast:
     return (not math.isnan(self.ci_low)) and (self.ci_low > 0 or
                                                self.ci_high < 0)
 
+  def points(self) -> str:
+    """'+1.25 points, 95% bootstrap CI [-0.50, +3.00]' (fractions as points)."""
+    return (f'{100 * self.estimate:+.2f} points, 95% bootstrap CI '
+            f'[{100 * self.ci_low:+.2f}, {100 * self.ci_high:+.2f}]')
+
 
 BOOTSTRAP_SEED = 0  # The report's bootstrap intervals are reproducible.
 
@@ -174,8 +179,7 @@ class FrontierComparison:
     if math.isnan(d.ci_low):
       return (f'{at}, {self.family} vs {self.reference}: too few seeds to '
               f'bound the difference ({100 * d.estimate:+.2f} points).')
-    text = (f'{100 * d.estimate:+.2f} points, 95% bootstrap CI '
-            f'[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]')
+    text = d.points()
     if d.significant:
       word = 'higher' if d.estimate > 0 else 'lower'
       return (f'{at}, {self.family} has {word} accuracy than '
