@@ -289,3 +289,12 @@ def naive_overrides(model_name: str) -> dict:
   from inception import models  # pylint: disable=g-import-not-at-top
   opts = models.model_options(model_name)
   return {k: False for k in ('bottleneck', 'pool_proj') if k in opts}
+
+
+if __name__ == '__main__':
+  # The library is not the command; say which one is rather than exit 0.
+  import sys  # pylint: disable=g-import-not-at-top
+  print('error: the FLOP accounting command is `python flops.py` (or '
+        '`python -m inception.flops_main`); inception.flops is its library',
+        file=sys.stderr)
+  sys.exit(2)

@@ -156,7 +156,7 @@ TABLE1_PRINTED = {'3a': (159, 128), '3b': (380, 304), '4a': (364, 73),
 
 
 def test_table1_printed_columns_against_its_widths():
-  """Every module: which printed params/ops the widths reproduce (README errata).
+  """Every module: which printed params/ops the widths reproduce (docs/seed_errata.md).
 
   Params within 1% of the printed column for 3a, 3b, 4a, 4b, 4e; off for 4c
   (497.5K from the widths vs 463K printed), 4d (590.5K vs 580K), 5a (1,018K vs

@@ -356,3 +356,12 @@ def test_help_lists_the_commands_own_flags(script, flags):
   listed = [l.split(':')[0].strip().replace('--[no]', '--')
             for l in proc.stdout.splitlines() if l.startswith('  --')]
   assert all(f in listed for f in flags), proc.stdout[-2000:]
+
+
+def test_the_flops_library_run_as_a_module_names_the_command():
+  proc = subprocess.run([sys.executable, '-m', 'inception.flops'], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      'error: the FLOP accounting command is `python flops.py` (or '
+      '`python -m inception.flops_main`); inception.flops is its library']
