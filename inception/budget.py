@@ -41,6 +41,11 @@ def equal_macs_width(model_name: str, input_shape, options: dict,
     ValueError: no width comes within ``TOLERANCE`` of the target.
   """
   cost = lambda w: macs(model_name, input_shape, **{**options, 'width': w})
+  narrowest = 2.0**-16  # the bisection's resolution
+  if cost(narrowest) > (1 + TOLERANCE) * target:  # out of reach: say so now
+    raise ValueError(f'no width of {model_name} within {TOLERANCE:.0%} of '
+                     f'{target:,} MACs (closest: width {narrowest:.4f}, '
+                     f'{cost(narrowest):,})')
   lo, hi = 0.0, 1.0
   while cost(hi) < target:
     hi *= 2

@@ -262,11 +262,17 @@ def test_bf16_policy_on_an_accelerator_layer_by_layer(name, monkeypatch):
   from inception import conv_ops, models  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
   model = models.get_model(name, dtype=jnp.bfloat16)
-  variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  (logits, state) = model.apply(
-      variables, x, train=True, mutable=['batch_stats', 'intermediates'],
-      capture_intermediates=True, rngs={'dropout': jax.random.key(2)})
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  # Only dtypes are checked: traced abstractly, nothing is computed.
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), x)
+
+  def apply(model, variables, x):
+    return model.apply(
+        variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+        capture_intermediates=True, rngs={'dropout': jax.random.key(2)})
+
+  logits, state = jax.eval_shape(lambda v, x: apply(model, v, x), variables, x)
   assert logits.dtype == jnp.float32
   for leaf in jax.tree.leaves(variables['params']):
     assert leaf.dtype == jnp.float32
@@ -274,15 +280,14 @@ def test_bf16_policy_on_an_accelerator_layer_by_layer(name, monkeypatch):
     assert leaf.dtype == jnp.float32
   inner = jax.tree_util.tree_leaves_with_path(state['intermediates'])
   convs = [(jax.tree_util.keystr(p), a.dtype) for p, a in inner
-           if 'conv' in jax.tree_util.keystr(p).lower() and a.ndim == 4]
+           if 'conv' in jax.tree_util.keystr(p).lower() and len(a.shape) == 4]
   assert convs and all(d == jnp.bfloat16 for _, d in convs), convs
   # The same model in float32 keeps float32 activations.
   model32 = models.get_model(name)
-  _, state32 = model32.apply(
-      variables, x, train=True, mutable=['batch_stats', 'intermediates'],
-      capture_intermediates=True, rngs={'dropout': jax.random.key(2)})
+  _, state32 = jax.eval_shape(lambda v, x: apply(model32, v, x), variables, x)
   assert all(a.dtype == jnp.float32 for _, a in jax.tree_util.
-             tree_leaves_with_path(state32['intermediates']) if a.ndim == 4)
+             tree_leaves_with_path(state32['intermediates'])
+             if len(a.shape) == 4)
 
 
 def test_bf16_run_on_an_accelerator_tracks_the_fp32_run(monkeypatch, tmp_path):

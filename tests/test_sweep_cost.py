@@ -70,13 +70,25 @@ def test_runs_sharing_a_program_start_after_it_compiled(tmp_path):
   runs = sweep.plan(str(tmp_path), [{'seed': 0}, {'seed': 1},
                                     {'learning_rate': 0.02}])
   lines = []
-  results = sweep.execute(runs, os.path.join(REPO, 'tests', 'tiny_config.py'),
-                          cli_overrides(), parallel=3, echo=lines.append,
-                          program=sweep.program_key(quick_config()))
-  assert set(results.values()) == {'done'}, lines
-  start = {l.split()[1]: i for i, l in enumerate(lines)
-           if l.startswith('start ')}
-  ready = next(i for i, l in enumerate(lines)
-               if l.startswith(('compiled seed=0:', 'done seed=0 ')))
-  assert start['seed=0'] < ready < start['seed=1'], lines
-  assert start['learning_rate=0.02'] < ready, lines  # its own program
+  warm_up = sweep._WarmUp(sweep.program_key(quick_config()), lines.append)  # pylint: disable=protected-access
+  queue = list(runs)
+  first, other = warm_up.pick(queue), warm_up.pick(queue)
+  assert (first.name, other.name) == ('seed=0', 'learning_rate=0.02')
+  assert warm_up.pick(queue) is None  # seed=1 waits for seed=0's compile
+  active = {first.name: first, other.name: other}
+  warm_up.poll(active)
+  assert warm_up.pick(queue) is None  # nothing logged yet
+  os.makedirs(first.workdir)
+  with open(os.path.join(first.workdir, 'metrics.jsonl'), 'w') as f:
+    f.write('{"step": 1, "train/loss": 2.3}\n')
+  warm_up.poll(active)
+  assert warm_up.pick(queue).name == 'seed=1' and not queue
+  assert lines == ['compiled seed=0: its program is cached for the runs that '
+                   'share it']
+  # A first run that ends before logging a step frees its program too.
+  runs = sweep.plan(str(tmp_path / 'b'), [{'seed': 0}, {'seed': 1}])
+  queue = list(runs)
+  warm_up = sweep._WarmUp(sweep.program_key(quick_config()), lines.append)  # pylint: disable=protected-access
+  assert warm_up.pick(queue).name == 'seed=0' and warm_up.pick(queue) is None
+  warm_up.poll({})
+  assert warm_up.pick(queue).name == 'seed=1'
