@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from inception import errors
 from inception import workdir as workdir_lib
 from inception.errors import TrainingError, UserError, first_line
 
@@ -53,15 +54,7 @@ class _Held:
     self.dropped = True
 
 
-_REAL_STDERR = [2]  # where stderr really goes while it is held
-
-
-def write_stderr(text: str) -> None:
-  """Writes to the real stderr, even while a save holds fd 2 back."""
-  try:
-    os.write(_REAL_STDERR[0], text.encode())
-  except OSError:
-    pass
+write_stderr = errors.write_stderr  # reaches the terminal while fd 2 is held
 
 
 @contextlib.contextmanager
@@ -88,14 +81,14 @@ def _stderr_held():
     yield held
     return
   os.dup2(buffer.fileno(), 2)
-  _REAL_STDERR[0] = saved
+  errors.REAL_STDERR[0] = saved
   try:
     yield held
   finally:
     if sys.stderr is not None:
       sys.stderr.flush()
     os.dup2(saved, 2)
-    _REAL_STDERR[0] = 2
+    errors.REAL_STDERR[0] = 2
     os.close(saved)
     try:
       if not held.dropped:
@@ -161,6 +154,7 @@ class Checkpointer:
       if why is None:
         raise
       self._remove_partial(step)
+      errors.mute_stderr()  # the writers print on after the save returned
       raise TrainingError(
           f'saving the checkpoint at step {step} failed ({why}; under '
           f'{self.directory}); the previous checkpoints {self.steps()} are '

@@ -13,6 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections.config_flags import config_flags
 
+from inception import errors
 from inception import workdir as workdir_lib
 from inception.errors import TrainingError, UserError
 
@@ -49,7 +50,8 @@ def run(main):
       # Leave at once: background writers of a failed save would otherwise
       # print their own tracebacks at interpreter exit. Every file of the
       # run was closed when the loop unwound.
-      print(f'error: {e}', file=sys.stderr, flush=True)
+      # Through the real stderr: a failed save mutes fd 2 (errors.mute_stderr).
+      errors.write_stderr(f'error: {e}\n')
       if jax.process_count() > 1:  # the other processes need the shutdown
         sys.exit(1)
       sys.stdout.flush()
