@@ -8,7 +8,7 @@ import tempfile
 # shares compiled programs, so a model compiles once per session, not per run.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     tempfile.gettempdir(), 'inception-1x1-tests-jax-cache'))
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,3 +87,18 @@ def straight_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   summary = train.train_and_evaluate(quick_config(), workdir)
   return workdir, summary
+
+
+# The longest files first: with --dist loadfile, a long file collected last
+# would keep one worker busy while the other has nothing left to run.
+_LONGEST_FIRST = ('test_launchers.py', 'test_sweep.py', 'test_reliability.py',
+                  'test_train.py', 'test_device_check.py',
+                  'test_run_integrity.py', 'test_cli_errors.py',
+                  'test_layers.py', 'test_onednn.py')
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)),
+                                       len(rank)))
