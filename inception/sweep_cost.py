@@ -34,9 +34,9 @@ _SPEED_FIELDS = ('model', 'batch_size', 'dtype', 'conv_impl',
 class RunCost:
   """One run's remaining work and, where measured, its time."""
   name: str
-  steps: int  # still to train
-  images: int
-  train_flops: float
+  steps: int | None  # still to train; None: the split's size is unknown here
+  images: int | None
+  train_flops: float | None
   images_per_s: float | None
   rate_from: str  # where images_per_s was measured; '' when it was not
 
@@ -168,6 +168,9 @@ def estimate(config: ml_collections.ConfigDict, runs, rate_dirs: list[str],
     time_steps: > 0: time that many steps here for shapes not measured.
     echo: where a line per timed shape goes.
 
+  A run whose train split cannot be counted here (a dataset only the
+  cluster has) is listed with ``steps`` None, unpriced.
+
   Raises:
     UserError: a run's config is invalid (as training would say).
   """
@@ -183,9 +186,8 @@ def estimate(config: ml_collections.ConfigDict, runs, rate_dirs: list[str],
       sizes[split] = sources.example_count(s.data, s.data.train_split)
     n = sizes[split]
     if not n:
-      raise UserError(f'cannot count the train split {s.data.train_split!r} '
-                      f'of {cfg.dataset!r} without loading it; the cost '
-                      'needs its size')
+      costs.append(RunCost(run.name, None, None, None, None, ''))
+      continue
     total = build.total_steps(s.optimizer, data.steps_per_epoch(s.data, n))
     remaining = max(0, total - _trained_step(run.workdir))
     if not remaining:
@@ -209,6 +211,8 @@ def _hours(seconds: float) -> str:
 def format_costs(costs: list[RunCost]) -> list[str]:
   """One line per run to go, then the sweep's total."""
   lines = []
+  unsized = [c for c in costs if c.steps is None]
+  costs = [c for c in costs if c.steps is not None]
   for c in costs:
     time_part = (f'{c.images_per_s:.0f} img/s ({c.rate_from}) -> '
                  f'{_hours(c.seconds)}' if c.images_per_s
@@ -225,5 +229,8 @@ def format_costs(costs: list[RunCost]) -> list[str]:
   if missing:
     total += (f'; {missing} run(s) not measured (pass --time_steps=N to time '
               'N steps of each shape here)')
+  if unsized:
+    total += (f'; {len(unsized)} run(s) not priced (their train split cannot '
+              'be counted here)')
   lines.append(total)
   return lines

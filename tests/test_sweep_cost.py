@@ -92,3 +92,12 @@ def test_runs_sharing_a_program_start_after_it_compiled(tmp_path):
   assert warm_up.pick(queue).name == 'seed=0' and warm_up.pick(queue) is None
   warm_up.poll({})
   assert warm_up.pick(queue).name == 'seed=1'
+
+
+def test_a_split_that_cannot_be_counted_here_is_listed_unpriced(tmp_path):
+  config = quick_config(dataset=f'folder:{tmp_path / "absent"}')
+  costs = sweep_cost.estimate(config, _runs(tmp_path), [])
+  assert [c.steps for c in costs] == [None, None]
+  assert sweep_cost.format_costs(costs) == [
+      '0 run(s) to go: 0 training FLOPs; 2 run(s) not priced (their train '
+      'split cannot be counted here)']
