@@ -7,16 +7,19 @@ STAMP := $(VENV)/.installed
 .PHONY: install install-gpu install-tpu test demo flops clean ablation frontier memcheck
 
 $(STAMP): requirements.txt requirements-common.txt requirements-test.txt requirements-cluster.txt \
-    constraints.txt pyproject.toml \
-    setup.py $(wildcard inception/csrc/*)
+    constraints.txt pyproject.toml onednn/setup.py onednn/pyproject.toml \
+    $(wildcard onednn/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
 	    -r requirements.txt -r requirements-test.txt -r requirements-cluster.txt \
 	    -c constraints.txt
-	# No build isolation: setup.py builds the oneDNN kernels against the
-	# venv's jaxlib and oneDNN headers.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
-	    --no-build-isolation -e .
+	# The package itself is pure Python: no compiler needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# The optional oneDNN kernels (x86-64 Linux), built against the venv's
+	# jaxlib and oneDNN headers, hence no build isolation.
+	if [ "$$(uname -sm)" = "Linux x86_64" ]; then \
+	    $(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	        --no-build-isolation ./onednn; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,13 +3,14 @@
   python export.py --workdir runs/x [--step N] [--output FILE]
       [--batch_size B] [--platforms cpu,cuda]
 
-Flags: ``python export.py --help`` (defined in ``inception.export_main``).
+Flags: ``python export.py --help`` (defined in ``inception.cli.export``).
 """
+
 from inception import interrupt
 
 interrupt.install()  # before the heavy imports: Ctrl-C is one line
 
-from inception import export_main  # pylint: disable=g-import-not-at-top,wrong-import-position
+from inception.cli import export as command  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == '__main__':
-  export_main.run()
+  command.run()

@@ -3,13 +3,14 @@
   python sweep.py --config configs/inception_cifar.py \
       --sweep configs/sweeps/bottleneck_ablation.py --workdir runs/ablation
 
-Flags and behaviour: ``python sweep.py --help`` and ``inception.sweep_main``.
+Flags and behaviour: ``python sweep.py --help`` and ``inception.cli.sweep``.
 """
+
 from inception import interrupt
 
 interrupt.install()  # before the heavy imports: Ctrl-C is one line
 
-from inception import sweep_main  # pylint: disable=g-import-not-at-top,wrong-import-position
+from inception.cli import sweep as command  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == '__main__':
-  sweep_main.run()
+  command.run()

@@ -5,13 +5,14 @@
       --config.dataset=folder:/tmp/cifar10
 
 Re-running the same command resumes from the latest checkpoint in --workdir.
-Flags: ``python train.py --help`` (defined in ``inception.train_main``).
+Flags: ``python train.py --help`` (defined in ``inception.cli.train``).
 """
+
 from inception import interrupt
 
 interrupt.install()  # before the heavy imports: Ctrl-C is one line
 
-from inception import train_main  # pylint: disable=g-import-not-at-top,wrong-import-position
+from inception.cli import train as command  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == '__main__':
-  train_main.run()
+  command.run()

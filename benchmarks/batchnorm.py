@@ -2,13 +2,13 @@
 
 Times forward + backward of BatchNorm (batch statistics) followed by a ReLU
 at the shapes of GoogLeNet-CIFAR's layers: the library's XLA version
-(``inception.batchnorm.batch_norm_train``, then ``nn.relu``) and oneDNN's
-kernel with the ReLU fused (``inception.onednn.batch_norm``), each on float32
+(``inception.kernels.batchnorm.batch_norm_train``, then ``nn.relu``) and oneDNN's
+kernel with the ReLU fused (``inception.kernels.onednn.batch_norm``), each on float32
 and bfloat16 activations, all four interleaved in one run. The "vector"
 column says whether oneDNN has a JIT kernel for the shape
 (``onednn.batch_norm_vectorized``); where it has none, ``BatchNorm`` keeps
 XLA's. These figures are why bf16 activations pay on oneDNN and not on XLA
-(``conv_ops.activation_dtype``).
+(``inception.kernels.backend.activation_dtype``).
 
   python benchmarks/batchnorm.py [--repeats 20] [--json]
 """
@@ -19,9 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from benchmarks.conv_impl import _race
-from inception import onednn
-from inception.batchnorm import batch_norm_train
+from benchmarks.timing import race
+from inception.kernels import onednn
+from inception.kernels.batchnorm import batch_norm_train
 
 # (label, batch, H=W, C): full width at batch 32, width 1/8 (the CPU config)
 # at batch 256.
@@ -70,7 +70,7 @@ def main():
           x.shape, dtype, 1e-5, relu=True)
       for impl, fn in impls.items():
         fns[f'{impl} {name}'] = _timer(fn, x, scale, bias)
-    med = _race(fns, args.repeats)
+    med = race(fns, args.repeats)
     rows.append({'layer': label, 'shape': [n, hw, hw, c], 'vector': vector,
                  'ms': {k: v * 1e3 for k, v in med.items()}})
   if args.json:

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception.layers import Conv1x1
+from inception.models.layers import Conv1x1
 
 # (name, H=W, Cin, Cout): NiN cccp1/cccp3 and GoogLeNet-CIFAR 3a / 4e reductions.
 SHAPES = [('nin cccp1', 32, 192, 160), ('nin cccp3', 16, 192, 192),

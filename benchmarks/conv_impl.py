@@ -5,22 +5,21 @@ convolutions, depthwise kxk convolutions (XLA's grouped convolution vs a sum
 of shifted products; no oneDNN kernel) and 3x3 max pools at the shapes NiN and GoogLeNet-CIFAR
 (and its ``separable`` variant) use,
 both implementations interleaved in one run, and prints the median times and
-the ratio. ``conv_ops._gemm_pays`` (what ``conv_impl='auto'`` picks on CPU
+the ratio. ``xla_cpu.im2col_pays`` (what ``conv_impl='auto'`` picks on CPU
 without oneDNN) is set from these figures; convolutions and pools also time
-``'onednn'`` where its kernels are built (``inception.onednn``).
+``'onednn'`` where its kernels are built (``inception.kernels.onednn``).
 
   python benchmarks/conv_impl.py [--batch 128] [--repeats 10] [--json] \
       [--layers 'g/8,nin']   # only rows whose label contains one of these
 """
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
-from inception import conv_ops, onednn
+from benchmarks.timing import grad_timer, race
+from inception.kernels import backend, onednn, xla_cpu
 
 # (label, H=W, k, Cin, Cout, stride)
 CONVS = [
@@ -43,23 +42,6 @@ POOLS = [('pool 3x3/1 32x32x64', 32, 64, 1), ('pool 3x3/2 32x32x120', 32, 120, 2
          ('pool 3x3/1 16x16x128', 16, 128, 1)]
 
 
-def _timer(fn, *args):
-  step = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1)
-                          if len(args) > 1 else 0))
-  jax.block_until_ready(step(*args))
-  return lambda: jax.block_until_ready(step(*args))
-
-
-def _race(fns, repeats):
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, f in fns.items():
-      t = time.perf_counter()
-      f()
-      times[k].append(time.perf_counter() - t)
-  return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=128)
@@ -73,14 +55,15 @@ def main():
   rows = []
   key = jax.random.key(0)
   conv_impls = ('xla', 'gemm') + (('onednn',) if onednn.available() else ())
+  kernels = {impl: backend.resolve(impl) for impl in conv_impls + ('auto',)}
   for label, hw, k, cin, cout, s in filter(lambda r: keep(r[0]), CONVS):
     x = jax.random.normal(key, (args.batch, hw, hw, cin))
     w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
     pad = ((k // 2, k // 2),) * 2
-    med = _race({impl: _timer(lambda x, w, impl=impl: conv_ops.conv2d(
-        x, w, s, pad, impl), x, w) for impl in conv_impls}, args.repeats)
-    auto = ('onednn' if conv_ops.uses_onednn('auto') else
-            'gemm' if conv_ops._gemm_pays(x.shape, w.shape) else 'xla')  # pylint: disable=protected-access
+    med = race({impl: grad_timer(lambda x, w, impl=impl: kernels[impl].conv2d(
+        x, w, s, pad), x, w) for impl in conv_impls}, args.repeats)
+    auto = ('onednn' if kernels['auto'].onednn else
+            'gemm' if xla_cpu.im2col_pays(x.shape, w.shape) else 'xla')
     rows.append({'layer': label, 'kkcin': k * k * cin, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'],
                  'onednn_ms': 1e3 * med['onednn'] if 'onednn' in med else None,
@@ -89,18 +72,18 @@ def main():
     x = jax.random.normal(key, (args.batch, hw, hw, c))
     w = jax.random.normal(key, (k, k, 1, c)) * 0.1
     pad = ((k // 2, k // 2),) * 2
-    med = _race({impl: _timer(lambda x, w, impl=impl: conv_ops.depthwise_conv2d(
-        x, w, 1, pad, impl), x, w) for impl in ('xla', 'gemm')}, args.repeats)
+    med = race({impl: grad_timer(lambda x, w, impl=impl: kernels[impl].depthwise(
+        x, w, 1, pad), x, w) for impl in ('xla', 'gemm')}, args.repeats)
     rows.append({'layer': label, 'kkcin': k * k, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'], 'auto': 'gemm (shifted)'})
   for label, hw, c, s in filter(lambda r: keep(r[0]), POOLS):
     x = jax.random.normal(key, (args.batch, hw, hw, c))
-    med = _race({impl: _timer(lambda x, impl=impl: conv_ops.max_pool(
-        x, 3, s, 'SAME', impl), x) for impl in conv_impls}, args.repeats)
+    med = race({impl: grad_timer(lambda x, impl=impl: kernels[impl].max_pool(
+        x, 3, s, 'SAME'), x) for impl in conv_impls}, args.repeats)
     rows.append({'layer': label, 'kkcin': None, 'xla_ms': 1e3 * med['xla'],
                  'gemm_ms': 1e3 * med['gemm'],
                  'onednn_ms': 1e3 * med['onednn'] if 'onednn' in med else None,
-                 'auto': 'onednn' if conv_ops.uses_onednn('auto') else 'gemm'})
+                 'auto': 'onednn' if kernels['auto'].onednn else 'gemm'})
   if args.json:
     print(json.dumps({'device': str(jax.devices()[0]), 'batch': args.batch,
                       'rows': rows}))

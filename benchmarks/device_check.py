@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import quickstart
-from inception import build, experiment, flops, sharding, specs, train
+from inception.models import flops
+from inception.training import build, experiment, sharding, specs, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -97,7 +98,7 @@ def gemm_peak(n: int, dtype: str, repeats: int) -> float:
 
 def losses(config, workdir: str) -> list[float]:
   """The logged training losses of a short run of ``config``."""
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   out = []
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     for line in f:
@@ -129,7 +130,7 @@ def correctness(steps: int, reference: dict | None,
 
 
 def _step_runner(config):
-  exp = experiment.setup(config)
+  exp = experiment.setup(specs.read(config))
   state = exp.init_state()
   shape = specs.model_spec(config).input_shape
   rs = np.random.default_rng(0)

@@ -17,7 +17,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from inception import layers, models
+from inception import models
+from inception.models import layers
 
 # GoogLeNet-CIFAR: the stem gives 192 channels at 32x32; 4a-4e run at 16x16,
 # 5a-5b at 8x8 (models.GoogLeNetCIFAR).

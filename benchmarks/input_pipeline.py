@@ -2,10 +2,10 @@
 
 Measures the images/s that two pipelines deliver, with CIFAR augmentation
 (pad-4 crop + flip), batch 256, as the training loop consumes them:
-  * ``folder:`` (inception.data): JPEGs decoded once into memory, then
+  * ``folder:`` (inception.data.loader): JPEGs decoded once into memory, then
     numpy augmentation in a Grain dataset indexed by step, prefetched on
     2 threads;
-  * TFDS streaming (inception.pipeline.stream_train_batches) over the same
+  * TFDS streaming (inception.data.pipeline.stream_train_batches) over the same
     folder through ``tfds.ImageFolder``: decode + augment per step in tf.data.
 
   mkdir -p /tmp/cifar10 && tar xzf ../shared/data/cifar10-jpeg-train.tar.gz -C /tmp/cifar10
@@ -17,7 +17,8 @@ import time
 
 import ml_collections
 
-from inception import data, pipeline, tf_quiet
+from inception import data
+from inception.data import pipeline, tf_quiet
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 

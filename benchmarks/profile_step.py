@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from benchmarks import throughput
-from inception import experiment, sharding
+from inception.training import experiment, sharding, specs
 
 # Checked in this order: a backward GEMM inside BatchNorm's scope cannot
 # happen, but an im2col GEMM sits inside both 'im2col' and 'gemm' scopes.
@@ -106,7 +106,7 @@ def profile(args) -> dict:
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8)
   labels = rng.integers(0, 10, config.batch_size).astype(np.int32)
-  exp = experiment.setup(config)
+  exp = experiment.setup(specs.read(config))
   state = exp.init_state()
   batch = sharding.global_batch({'image': images, 'label': labels},
                                 exp.batch_sharding)

@@ -10,7 +10,7 @@ reported separately).
 
 MFU = model FLOPs/s / the fp32 GEMM peak measured in the same run (a jitted
 ``jnp.dot`` of two square float32 matrices). Model training FLOPs per image are
-defined as 3 x 2 x forward MACs (``inception.flops.analyze``): forward, plus
+defined as 3 x 2 x forward MACs (``inception.models.flops.analyze``): forward, plus
 backward counted as twice the forward; elementwise work is not counted.
 
 ``--torch`` also times the PyTorch twin (``benchmarks/torch_models.py``, same
@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception import build, experiment, flops, sharding, specs
+from inception.models import flops
+from inception.training import build, experiment, sharding, specs
 
 CONFIGS = {'nin_cifar': 'nin_cifar', 'nin_cifar_tiny': 'nin_cifar',
            'googlenet_cifar': 'inception_cifar',
@@ -121,7 +122,7 @@ def jax_runner(config, images, labels):
   The step, its shardings and the initial state are those of training
   (``experiment.setup``); the state is donated from step to step.
   """
-  exp = experiment.setup(config)
+  exp = experiment.setup(specs.read(config))
   state = exp.init_state()
   host = jax.device_get({'params': state.params,
                          'batch_stats': state.batch_stats})
@@ -235,7 +236,7 @@ def measure(args):
       'steps': args.steps, 'warmup': args.warmup, 'params': report.params,
       'forward_macs_per_image': report.macs,
       'train_flops_per_image': train_flops,
-      'train_flops_definition': '3 x 2 x forward MACs (inception.flops)',
+      'train_flops_definition': '3 x 2 x forward MACs (inception.models.flops)',
       'gemm_peak_gflops_per_s': peak / 1e9,
       'gemm_best_gflops_per_s': best / 1e9,
       'gemm_peak_definition': f'jitted fp32 jnp.dot {args.gemm_size}^3, '
@@ -357,7 +358,7 @@ def main():
   parser.add_argument('--activation_dtype', default='',
                       choices=('', 'auto', 'float32', 'bfloat16'),
                       help="config.activation_dtype; default: the config's "
-                      '(auto: conv_ops.activation_dtype)')
+                      '(auto: the policy of inception.kernels.backend)')
   parser.add_argument('--conv_impl', default='auto',
                       help="auto, xla or gemm; a list such as 'xla,auto' "
                       'times each, side by side (ratios against the first)')

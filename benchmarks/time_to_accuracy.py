@@ -15,12 +15,9 @@ tabulates every run folder under a directory, one row each (this is how
 import argparse
 import json
 import os
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top,wrong-import-position
+from inception.sweeps import time_to_accuracy
 
 
 def main():

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inception import specs
-from inception.layers import scale_width
-from inception.models import MODELS, TABLE1
+from inception.training import specs
+from inception.models.layers import scale_width
+from inception.models.networks import MODELS, TABLE1
 
 STAGES = ('3a', '3b', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
 
@@ -101,7 +101,7 @@ class MlpConv(nn.Module):
 
 
 class TorchNiN(nn.Module):
-  """``inception.models.NiN`` in PyTorch (same options, widths and rounding)."""
+  """``inception.models.networks.NiN`` in PyTorch (same options, widths and rounding)."""
 
   def __init__(self, num_classes=10, bottleneck=True, width=1.0,
                dropout_rate=0.5, use_bn=False):
@@ -126,7 +126,7 @@ class TorchNiN(nn.Module):
 
 
 class InceptionBlock(nn.Module):
-  """``inception.layers.InceptionBlock``: 1x1 | 3x3 | 5x5 | pool branches."""
+  """``inception.models.layers.InceptionBlock``: 1x1 | 3x3 | 5x5 | pool branches."""
 
   def __init__(self, cin, widths, bottleneck=True, pool_proj=True,
                use_bn=True):
@@ -161,7 +161,7 @@ class InceptionBlock(nn.Module):
 
 
 class TorchGoogLeNetCIFAR(nn.Module):
-  """``inception.models.GoogLeNetCIFAR`` in PyTorch (no auxiliary heads)."""
+  """``inception.models.networks.GoogLeNetCIFAR`` in PyTorch (no auxiliary heads)."""
 
   def __init__(self, num_classes=10, bottleneck=True, pool_proj=True,
                width=1.0, use_bn=True, dropout_rate=0.0, aux_logits=False):
@@ -194,7 +194,7 @@ _CLASSES = {'nin_cifar': TorchNiN, 'nin_cifar_tiny': TorchNiN,
 
 
 def torch_model_for(name, **kwargs):
-  """The torch twin of ``inception.models.get_model(name, **kwargs)``.
+  """The torch twin of ``inception.models.networks.get_model(name, **kwargs)``.
 
   ``dtype``, ``activation_dtype`` and ``conv_impl`` are accepted and ignored
   (torch's precision is chosen with ``torch.autocast``), so ``build.model_kwargs(config)`` can be
@@ -279,7 +279,7 @@ def make_train_step(model, *, learning_rate, momentum, nesterov, weight_decay,
                     mean, std, autocast_dtype=None):
   """``step(images_uint8, labels) -> loss``: one SGD step, like the JAX one.
 
-  Mirrors ``inception.steps.make_train_step`` + ``inception.build.optimizer``:
+  Mirrors ``inception.training.steps.make_train_step`` + ``inception.training.build.optimizer``:
   uint8 input normalised in the step, softmax cross-entropy, coupled L2 on
   conv/linear weights only (flax's ``kernel`` leaves, the ``decay_mask``),
   SGD with (Nesterov) momentum at a constant rate (the schedule costs nothing

@@ -12,7 +12,7 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'googlenet_cifar'  # Registry name: inception.models.MODELS.
+  config.model.name = 'googlenet_cifar'  # Registry name: inception.models.networks.MODELS.
   config.model.num_classes = 10  # Classifier width; must equal the dataset's class count.
   config.model.bottleneck = True  # False: 3x3/5x5 branches (NiN: hidden 1x1s) lose their 1x1 reductions.
   config.model.width = 1.0  # Multiplier on every hidden width (tiny models scale it further).

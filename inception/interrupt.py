@@ -2,7 +2,7 @@
 
 The libraries take seconds to import, and a KeyboardInterrupt raised inside
 them prints a traceback. Entry points call ``install()`` before importing
-anything heavy; ``inception.cli.run`` hands SIGINT back to Python once the
+anything heavy; ``inception.cli.app.run`` hands SIGINT back to Python once the
 command starts, where it is told in one line too. Only standard-library
 imports here, so that installing it is instant.
 """

@@ -49,7 +49,7 @@ def run_cli(*args, env=None, timeout=300, **kwargs):
 def final_state(workdir):
   """(params, batch_stats, opt_state) of a run's latest checkpoint, on host."""
   import jax  # pylint: disable=g-import-not-at-top
-  from inception import analysis  # pylint: disable=g-import-not-at-top
+  from inception.sweeps import analysis  # pylint: disable=g-import-not-at-top
   _, state = analysis.restore(workdir)
   return jax.device_get((state.params, state.batch_stats, state.opt_state))
 
@@ -65,14 +65,14 @@ def assert_same_state(a, b):
 
 def records(workdir, key):
   """step -> value of ``key`` in a run's metrics.jsonl."""
-  from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from inception.training import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   return {r['step']: r[key] for r in metrics.read_jsonl(
       os.path.join(workdir, workdir_lib.METRICS)) if key in r}
 
 
 def record_steps(workdir, key):
   """Every step that has ``key``, in file order (duplicates kept)."""
-  from inception import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from inception.training import metrics, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   return [r['step'] for r in metrics.read_jsonl(
       os.path.join(workdir, workdir_lib.METRICS)) if key in r]
 
@@ -83,9 +83,9 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 @pytest.fixture(scope='session')
 def straight_run(tmp_path_factory):
   """The quick config trained 8 steps in one go: the reference run."""
-  from inception import train  # pylint: disable=g-import-not-at-top
+  from inception.training import loop  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('straight'))
-  summary = train.train_and_evaluate(quick_config(), workdir)
+  summary = loop.train_and_evaluate(quick_config(), workdir)
   return workdir, summary
 
 

@@ -22,7 +22,7 @@ OURS = re.compile(r'dnnl|inception_onednn|Inception', re.I)
 def run_kernels():
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from inception import onednn  # pylint: disable=g-import-not-at-top
+  from inception.kernels import onednn  # pylint: disable=g-import-not-at-top
   assert onednn.available(), onednn.unavailable_reason()
   for n, size, k, s, p in SHAPES:
     x = jax.random.normal(jax.random.key(0), (n, size, size + 1, 3))

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import assert_same_state, final_state, quick_config
-from inception import batch_augment, randaugment, specs, steps, train
+from inception.data import batch_augment, randaugment
+from inception.training import specs, steps, loop
 from inception.errors import UserError
 
 Spec = batch_augment.BatchAugmentSpec
@@ -172,16 +173,16 @@ _AUGMENTED = dict(mixup_alpha=0.8, cutmix_alpha=1.0, randaugment_num_ops=2,
 
 def test_augmented_run_trains_and_resumes_bitwise(tmp_path):
   straight = str(tmp_path / 'straight')
-  summary = train.train_and_evaluate(quick_config(**_AUGMENTED), straight)
+  summary = loop.train_and_evaluate(quick_config(**_AUGMENTED), straight)
   assert summary['status'] == 'done'
   resumed = str(tmp_path / 'resumed')
-  train.train_and_evaluate(quick_config(**_AUGMENTED), resumed,
+  loop.train_and_evaluate(quick_config(**_AUGMENTED), resumed,
                            stop_after_steps=3)
-  train.train_and_evaluate(quick_config(**_AUGMENTED), resumed)
+  loop.train_and_evaluate(quick_config(**_AUGMENTED), resumed)
   assert_same_state(final_state(straight), final_state(resumed))
   # The augmentations are real: without them it is another run.
   plain = str(tmp_path / 'plain')
-  train.train_and_evaluate(quick_config(), plain)
+  loop.train_and_evaluate(quick_config(), plain)
   assert not all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(final_state(plain)), jax.tree.leaves(
           final_state(straight))))

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import CONFIG, REPO, quick_config
-from inception import identity, train
+from inception.training import identity, loop
 
 QUICK = 'configs/quickstart.py'
 
@@ -157,7 +157,7 @@ def _cases(tmp):
           ['sweep.py', '--config', QUICK, '--workdir', f'{tmp}/a_file',
            '--sweep', 'configs/sweeps/demo.py'], {}, 'is a file', None),
       'report_corrupt_summary': (
-          ['-m', 'inception.report', f'{tmp}/corrupt_sweep'], {},
+          ['-m', 'inception.cli.report', f'{tmp}/corrupt_sweep'], {},
           'summary.json is not valid JSON', None),
       'grad_accum_not_dividing': (train_cmd + ['--config.grad_accum_steps=3'],
                                   {}, 'it must divide batch_size=64', w),
@@ -180,7 +180,7 @@ def _cases(tmp):
           ['flops.py', '--config', 'configs/googlenet_imagenet.py',
            '--config.image_size=9'], {}, 'cannot take 9x9x3 images', None),
       'flops_bad_image_size': (
-          ['-m', 'inception.flops_main', '--config', QUICK,
+          ['-m', 'inception.cli.flops', '--config', QUICK,
            '--config.image_size=2'], {}, 'image_size=2 is invalid', None),
   }
 
@@ -250,7 +250,7 @@ def test_unknown_model_lists_every_name(results):
 def test_foreign_checkpoint_is_refused_and_kept(tmp_path):
   """Resuming another model's workdir: a clear error; the checkpoint survives."""
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
+  loop.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
   proc = subprocess.run(
       [sys.executable, 'train.py', '--config', CONFIG, '--workdir', workdir,

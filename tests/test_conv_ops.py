@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception import conv_ops
+import kernel_calls
+from inception.errors import UserError
+from inception.kernels import backend
 
 
 def _grads(fn, *args):
@@ -18,8 +20,8 @@ def _grads(fn, *args):
 def test_gemm_conv_equals_lax_conv(k, stride, padding):
   x = jax.random.normal(jax.random.key(0), (2, 11, 11, 5))
   w = jax.random.normal(jax.random.key(1), (k, k, 5, 6))
-  xla = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'xla')
-  gemm = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'gemm')
+  xla = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'xla')
+  gemm = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'gemm')
   np.testing.assert_allclose(gemm(x, w), xla(x, w), rtol=1e-4, atol=1e-4)
   for a, b in zip(_grads(gemm, x, w), _grads(xla, x, w)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -30,8 +32,8 @@ def test_gemm_conv_equals_lax_conv(k, stride, padding):
 def test_separable_max_pool_equals_reduce_window(stride, padding):
   # Continuous random values: no ties, so the gradients are unique too.
   x = jax.random.normal(jax.random.key(2), (2, 9, 10, 3))
-  xla = lambda x: conv_ops.max_pool(x, 3, stride, padding, 'xla')
-  sep = lambda x: conv_ops.max_pool(x, 3, stride, padding, 'gemm')
+  xla = lambda x: kernel_calls.max_pool(x, 3, stride, padding, 'xla')
+  sep = lambda x: kernel_calls.max_pool(x, 3, stride, padding, 'gemm')
   np.testing.assert_array_equal(sep(x), xla(x))
   np.testing.assert_allclose(_grads(sep, x)[0], _grads(xla, x)[0], atol=1e-6)
 
@@ -44,30 +46,30 @@ def test_max_pool_gradient_with_ties_goes_where_xla_sends_it(stride, padding):
       -2, 3, (2, 9, 10, 3)), jnp.float32))
   weights = jnp.arange(1.0, 4.0)  # distinct per channel: no cancellation
   grad = lambda impl: jax.jit(jax.grad(lambda x: jnp.sum(weights * jnp.sin(
-      conv_ops.max_pool(x, 3, stride, padding, impl)))))(x)
+      kernel_calls.max_pool(x, 3, stride, padding, impl)))))(x)
   sep, xla = grad('gemm'), grad('xla')
   np.testing.assert_allclose(sep, xla, atol=1e-6)
   # Each window's gradient goes to one input: the mass is conserved.
-  out = conv_ops.max_pool(x, 3, stride, padding, 'xla')
+  out = kernel_calls.max_pool(x, 3, stride, padding, 'xla')
   assert float(sep.sum()) == pytest.approx(float(jnp.sum(
       weights * jnp.cos(out))), rel=1e-5)
 
 
 def test_auto_uses_xla_off_cpu(monkeypatch):
-  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  monkeypatch.setattr(backend, 'platform', lambda: 'gpu')
   x = jnp.ones((1, 8, 8, 3))
   w = jnp.ones((3, 3, 3, 4))
-  hlo = jax.jit(lambda x, w: conv_ops.conv2d(
+  hlo = jax.jit(lambda x, w: kernel_calls.conv2d(
       x, w, 1, 'SAME', 'auto')).lower(x, w).as_text()
   assert 'convolution' in hlo
-  hlo = jax.jit(lambda x: conv_ops.max_pool(x, 3, 1, 'SAME', 'auto')).lower(
+  hlo = jax.jit(lambda x: kernel_calls.max_pool(x, 3, 1, 'SAME', 'auto')).lower(
       x).as_text()
   assert 'reduce_window' in hlo
 
 
 def test_unknown_impl_is_rejected():
-  with pytest.raises(ValueError, match='conv_impl must be one of'):
-    conv_ops.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, 'SAME',
+  with pytest.raises(UserError, match='conv_impl must be one of'):
+    kernel_calls.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, 'SAME',
                     'cudnn')
 
 
@@ -88,8 +90,8 @@ def test_model_logits_do_not_depend_on_conv_impl():
 def test_depthwise_shifted_equals_grouped_lax_conv(k, stride, padding):
   x = jax.random.normal(jax.random.key(4), (2, 11, 11, 6))
   w = jax.random.normal(jax.random.key(5), (k, k, 1, 6))
-  xla = lambda x, w: conv_ops.depthwise_conv2d(x, w, stride, padding, 'xla')
-  shifted = lambda x, w: conv_ops.depthwise_conv2d(x, w, stride, padding,
+  xla = lambda x, w: kernel_calls.depthwise_conv2d(x, w, stride, padding, 'xla')
+  shifted = lambda x, w: kernel_calls.depthwise_conv2d(x, w, stride, padding,
                                                    'gemm')
   np.testing.assert_allclose(shifted(x, w), xla(x, w), rtol=1e-4, atol=1e-4)
   for a, b in zip(_grads(shifted, x, w), _grads(xla, x, w)):
@@ -99,9 +101,9 @@ def test_depthwise_shifted_equals_grouped_lax_conv(k, stride, padding):
 def test_depthwise_matches_flax_grouped_conv():
   """Same layout and numbers as nn.Conv(C, (k, k), feature_group_count=C)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from inception import layers  # pylint: disable=g-import-not-at-top
+  from inception.models import layers  # pylint: disable=g-import-not-at-top
   x = jax.random.normal(jax.random.key(6), (2, 8, 8, 4))
-  ours = layers.DepthwiseConv(3, conv_impl='gemm')
+  ours = layers.DepthwiseConv(3, kernels=backend.resolve('gemm'))
   theirs = nn.Conv(4, (3, 3), padding=1, feature_group_count=4, use_bias=False)
   variables = ours.init(jax.random.key(0), x)
   np.testing.assert_allclose(ours.apply(variables, x),
@@ -113,10 +115,10 @@ def test_bfloat16_convolution_accumulates_in_float32(impl):
   """bf16 operands, float32 output: within bf16 rounding of the fp32 conv."""
   x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
   k = jax.random.normal(jax.random.key(1), (3, 3, 6, 5))
-  ref = conv_ops.conv2d(x, k, 1, 'SAME', 'xla')
-  out = conv_ops.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16)
+  ref = kernel_calls.conv2d(x, k, 1, 'SAME', 'xla')
+  out = kernel_calls.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16)
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.15)
   text = str(jax.make_jaxpr(
-      lambda x: conv_ops.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16))(x))
+      lambda x: kernel_calls.conv2d(x, k, 1, 'SAME', impl, jnp.bfloat16))(x))
   assert 'bf16[' in text and 'preferred_element_type=float32' in text

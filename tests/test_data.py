@@ -1,4 +1,4 @@
-"""Tests for inception.data: offline, small, generated or mocked data only."""
+"""Tests for inception.data.loader: offline, small, generated or mocked data only."""
 
 import itertools
 import logging
@@ -11,7 +11,8 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from inception import data, tfds_source
+from inception import data
+from inception.data import tfds_source
 from inception.errors import UserError
 
 CLASSES = ('zebra', 'apple', 'mango')  # Deliberately not sorted.

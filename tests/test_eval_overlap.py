@@ -5,7 +5,8 @@ import os
 import pytest
 
 from conftest import quick_config, run_cli
-from inception import evaluate, sources, train
+from inception.data import sources
+from inception.training import evaluate, loop
 
 SIZES = {'train': 1000}
 
@@ -42,7 +43,7 @@ def test_split_overlap(trained, evaluated, sizes, where):
 def run(tmp_path_factory):
   """The quick config (trained on train[:80%] of the digits), 4 steps."""
   workdir = str(tmp_path_factory.mktemp('overlap_run'))
-  train.train_and_evaluate(quick_config(num_train_steps=4), workdir)
+  loop.train_and_evaluate(quick_config(num_train_steps=4), workdir)
   return workdir
 
 

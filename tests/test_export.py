@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, quick_config
-from inception import (data, evaluate, export, onednn, specs, steps, train,
-                       workdir as workdir_lib)
+from inception import data
+from inception.kernels import onednn
+from inception.training import (evaluate, export, specs, steps, loop,
+                                workdir as workdir_lib)
 from inception.errors import UserError
 
 
@@ -18,7 +20,7 @@ from inception.errors import UserError
 def ema_run(tmp_path_factory):
   """The quick config with an EMA, 8 steps: eval uses the EMA weights."""
   workdir = str(tmp_path_factory.mktemp('export_run'))
-  train.train_and_evaluate(quick_config(ema_decay=0.9), workdir)
+  loop.train_and_evaluate(quick_config(ema_decay=0.9), workdir)
   return workdir
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps, records)
-from inception import checkpoint, sharding, train
+from inception.training import checkpoint, sharding, loop
 from inception.errors import TrainingError
 
 TRAIN = [sys.executable, 'train.py', '--config', CONFIG]
@@ -94,7 +94,7 @@ def test_corrupt_latest_checkpoint_falls_back(straight_run, tmp_path, caplog):
   shutil.copytree(straight_run[0], workdir)
   _corrupt(os.path.join(workdir, 'checkpoints', '8'))
   with caplog.at_level(logging.WARNING):
-    summary = train.train_and_evaluate(quick_config(), workdir)
+    summary = loop.train_and_evaluate(quick_config(), workdir)
   assert 'checkpoint at step 8 is unreadable' in caplog.text
   assert summary['status'] == 'done'
   _assert_complete(workdir, straight_run[0])
@@ -108,7 +108,7 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_restart(straight_run,
     _corrupt(os.path.join(workdir, 'checkpoints', step))
   with pytest.raises(TrainingError, match=r'every checkpoint .* is unreadable'
                      r' \(steps \[4, 8\]\)'):
-    train.train_and_evaluate(quick_config(), workdir)
+    loop.train_and_evaluate(quick_config(), workdir)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
@@ -131,15 +131,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   # The diverging learning rate is injected by resuming with another config,
   # which the run-identity check (tested in test_reliability.py) would refuse.
-  monkeypatch.setattr(train.identity, 'check_resume', lambda *a: {})
+  monkeypatch.setattr(loop.identity, 'check_resume', lambda *a: {})
   workdir = str(tmp_path)
-  train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
+  loop.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
   diverging = quick_config(learning_rate=1e30, warmup_epochs=0.0)
   with pytest.raises(TrainingError, match=r'^step [56]: the (loss|gradient norm) '
                      r'became (nan|inf)'):
-    train.train_and_evaluate(diverging, workdir)
+    loop.train_and_evaluate(diverging, workdir)
   assert checkpoint.Checkpointer(workdir, 3).steps() == [4]
-  summary = train.train_and_evaluate(quick_config(), workdir)  # still resumable
+  summary = loop.train_and_evaluate(quick_config(), workdir)  # still resumable
   assert summary['status'] == 'done'
 
 
@@ -156,15 +156,15 @@ def test_failed_save_is_reported_and_keeps_previous(tmp_path, monkeypatch):
   with pytest.raises(TrainingError, match=r'saving the checkpoint at step 8 '
                      r'failed \(No space left on device.*checkpoints \[4\] are '
                      r'kept'):
-    train.train_and_evaluate(quick_config(), workdir)
+    loop.train_and_evaluate(quick_config(), workdir)
   monkeypatch.undo()
   assert checkpoint.Checkpointer(workdir, 3).steps() == [4]
-  assert train.train_and_evaluate(quick_config(), workdir)['step'] == 8
+  assert loop.train_and_evaluate(quick_config(), workdir)['step'] == 8
 
 
 def test_same_seed_is_bitwise_reproducible(straight_run, tmp_path):
   again = str(tmp_path / 'again')
-  train.train_and_evaluate(quick_config(), again)
+  loop.train_and_evaluate(quick_config(), again)
   assert_same_state(final_state(again), final_state(straight_run[0]))
   for key in ('train/loss', 'train/grad_norm', 'train/accuracy',
               'eval/accuracy', 'eval/loss'):
@@ -173,7 +173,7 @@ def test_same_seed_is_bitwise_reproducible(straight_run, tmp_path):
 
 def test_another_seed_differs(straight_run, tmp_path):
   other = str(tmp_path / 'seed1')
-  train.train_and_evaluate(quick_config(seed=1), other)
+  loop.train_and_evaluate(quick_config(seed=1), other)
   a = jax.tree.leaves(final_state(other)[0])
   b = jax.tree.leaves(final_state(straight_run[0])[0])
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))

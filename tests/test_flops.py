@@ -6,7 +6,8 @@ import sys
 import flax.linen as nn
 import pytest
 
-from inception import flops, layers, models
+from inception import models
+from inception.models import flops, layers
 
 
 class _Direct5x5(nn.Module):
@@ -93,7 +94,7 @@ def test_bottleneck_saves_macs_in_every_inception_module():
 
 @pytest.mark.slow
 def test_cli_json_and_compare():
-  cmd = [sys.executable, '-m', 'inception.flops_main', '--config',
+  cmd = [sys.executable, '-m', 'inception.cli.flops', '--config',
          'configs/nin_cifar.py']
   out = subprocess.run(cmd + ['--json'], capture_output=True, text=True,
                        check=True).stdout
@@ -137,7 +138,7 @@ def test_separable_module_params_and_macs_by_hand():
 class _Depthwise5x5(nn.Module):
   @nn.compact
   def __call__(self, x, train=False):
-    return layers.DepthwiseConv(5, conv_impl='xla')(x)
+    return layers.DepthwiseConv(5)(x)  # XLA's kernels by default
 
 
 def test_depthwise_macs_equal_xla_count():

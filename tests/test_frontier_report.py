@@ -2,11 +2,15 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from inception import plots, report, workdir
+from conftest import REPO
+from inception.sweeps import plots, report
+from inception.training import workdir
 
 # (family, width) -> (MACs per image, accuracies over seeds), 8 epochs.
 MAIN = {('bottleneck', 0.078125): (9_630_880, [0.74, 0.75, 0.76]),
@@ -171,7 +175,7 @@ def test_the_schedule_check_compares_the_families_at_both_lengths(sweep):
   assert all(a.epochs == 8 for a in fr.arms)
 
 
-def test_mixed_commits_are_refused_unless_allowed(sweep, capsys):
+def test_mixed_commits_are_refused_unless_allowed(sweep):
   summary = os.path.join(sweep, 'naive_0.04_8ep_seed1', workdir.SUMMARY)
   workdir.write_json(summary, {**workdir.read_json(summary),
                                'git_commit': 'def'})
@@ -181,12 +185,15 @@ def test_mixed_commits_are_refused_unless_allowed(sweep, capsys):
   md = _md(sweep)  # the rest of the report is written
   assert 'Not drawn: its runs come from 2 git commits (abc, def)' in md
   assert 'mixed provenance: 2 code commits' in md  # the runs' own warning
-  with pytest.raises(SystemExit) as e:
-    report.main([sweep])
-  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-  assert e.value.code == 2 and len(lines) == 1
+  refused = subprocess.run([sys.executable, 'report.py', sweep], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+  lines = [l for l in refused.stderr.splitlines() if l.strip()]
+  assert refused.returncode == 2 and len(lines) == 1, refused.stderr
   assert lines[0].startswith('error: not drawing the frontier')
-  report.main([sweep, '--allow_mixed'])
+  allowed = subprocess.run([sys.executable, 'report.py', sweep,
+                            '--allow_mixed'], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+  assert allowed.returncode == 0, allowed.stderr
   assert os.path.exists(os.path.join(sweep, 'frontier.png'))
   assert '**Drawn with --allow_mixed: its runs come from 2 git commits' in (
       _md(sweep))

@@ -15,12 +15,14 @@ import pytest
 
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps)
-from inception import launchers, report, sweep, sweep_main, train
+from inception.cli import sweep as sweep_main
+from inception.sweeps import launchers, report, sweep
+from inception.training import loop
 from inception.errors import UserError
 
 submitit = pytest.importorskip('submitit')
 
-SEEDS = 'from inception import sweep\n' \
+SEEDS = 'from inception.sweeps import sweep\n' \
         'def get_sweep(config):\n  return sweep.axis("seed", [0, 1])\n'
 
 
@@ -86,9 +88,9 @@ def test_slurm_time_limit_requeues_and_resumes_from_the_checkpoint(tmp_path):
   overrides = {'num_train_steps': 40, 'checkpoint_every_steps': 1,
                'schedule': 'constant'}
   reference = str(tmp_path / 'reference')
-  train.train_and_evaluate(quick_config(**overrides), reference)
+  loop.train_and_evaluate(quick_config(**overrides), reference)
   workdir = str(tmp_path / 'run')
-  argv = [sys.executable, '-m', 'inception.train_main', '--config',
+  argv = [sys.executable, '-m', 'inception.cli.train', '--config',
           os.path.join(REPO, CONFIG), '--workdir', workdir,
           *cli_overrides(**overrides)]
   executor = submitit.AutoExecutor(folder=str(tmp_path / 'jobs'),
@@ -416,7 +418,7 @@ def _outside_any_cluster(monkeypatch):
 def test_inconsistent_multi_host_flags_are_refused(monkeypatch, address,
                                                    num_processes, process_id,
                                                    phrase):
-  from inception import sharding  # pylint: disable=g-import-not-at-top
+  from inception.training import sharding  # pylint: disable=g-import-not-at-top
   _outside_any_cluster(monkeypatch)
   with pytest.raises(UserError) as e:
     sharding.check_distributed(address, num_processes, process_id)
@@ -474,7 +476,7 @@ SLURM_TASK_ENV = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'node[1-2]',
 def test_multi_host_flags_in_a_slurm_job_leave_the_rest_to_jax(monkeypatch):
   """In a SLURM task JAX reads what the flags leave out; nothing is refused."""
   import jax  # pylint: disable=g-import-not-at-top
-  from inception import sharding  # pylint: disable=g-import-not-at-top
+  from inception.training import sharding  # pylint: disable=g-import-not-at-top
   _outside_any_cluster(monkeypatch)
   assert sharding.detected_cluster() == ''
   sharding.check_distributed('', None, None)  # one process

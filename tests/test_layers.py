@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception import batchnorm, gemm, layers
+from inception.kernels import backend, batchnorm, gemm
+from inception.models import layers
 
 
 def _conv_pair(features, strides, x, key=0):
@@ -35,7 +36,7 @@ def test_conv1x1_matches_nn_conv_forward_and_gradients(strides):
 def test_conv1x1_is_a_gemm_not_a_conv():
   x = jnp.ones((1, 4, 4, 3))
   for impl in ('xla', 'gemm'):
-    module = layers.Conv1x1(2, conv_impl=impl)
+    module = layers.Conv1x1(2, kernels=backend.resolve(impl))
     params = module.init(jax.random.key(0), x)
     hlo = jax.jit(module.apply).lower(params, x).as_text()
     assert 'dot_general' in hlo and 'convolution' not in hlo
@@ -141,7 +142,8 @@ def test_bfloat16_casts_gemm_operands_only(impl):
   (The oneDNN kernels: ``tests/test_onednn.py``.)
   """
   x = jnp.ones((1, 8, 8, 9))
-  block = layers.InceptionBlock(W, dtype=jnp.bfloat16, conv_impl=impl)
+  block = layers.InceptionBlock(
+      W, kernels=backend.resolve(impl, jnp.bfloat16))
   variables = block.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   assert block.apply(variables, x).dtype == jnp.float32
@@ -244,7 +246,8 @@ def test_fused_pointwise_equals_one_gemm_per_layer(bottleneck, use_bn):
 
 
 def test_flop_table_is_the_same_with_fused_gemms():
-  from inception import flops, models  # pylint: disable=g-import-not-at-top
+  from inception import models
+  from inception.models import flops  # pylint: disable=g-import-not-at-top
   fused = flops.analyze(models.get_model('googlenet_cifar_tiny',
                                          conv_impl='gemm'), (32, 32, 3),
                         xla=False)
@@ -259,8 +262,9 @@ def test_bf16_policy_on_an_accelerator_layer_by_layer(name, monkeypatch):
   """GPU/TPU (forced here): bf16 activations, f32 params, stats and logits."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from inception import conv_ops, models  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  from inception import models
+  from inception.kernels import backend  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(backend, 'platform', lambda: 'gpu')
   model = models.get_model(name, dtype=jnp.bfloat16)
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   # Only dtypes are checked: traced abstractly, nothing is computed.
@@ -293,12 +297,13 @@ def test_bf16_policy_on_an_accelerator_layer_by_layer(name, monkeypatch):
 def test_bf16_run_on_an_accelerator_tracks_the_fp32_run(monkeypatch, tmp_path):
   """The forced accelerator policy: a bf16 run's losses stay near fp32's."""
   from conftest import quick_config, records  # pylint: disable=g-import-not-at-top
-  from inception import conv_ops, train  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(conv_ops, '_on_cpu', lambda: False)
+  from inception.kernels import backend  # pylint: disable=g-import-not-at-top
+  from inception.training import loop  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(backend, 'platform', lambda: 'gpu')
   losses = {}
   for dtype in ('float32', 'bfloat16'):
     workdir = str(tmp_path / dtype)
-    train.train_and_evaluate(quick_config(dtype=dtype, log_every_steps=1),
+    loop.train_and_evaluate(quick_config(dtype=dtype, log_every_steps=1),
                              workdir)
     losses[dtype] = records(workdir, 'train/loss')
   assert losses['float32'].keys() == losses['bfloat16'].keys()

@@ -5,7 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from inception import build, models, specs
+from inception import models
+from inception.training import build, specs
 from inception.errors import UserError
 
 # Every registered model's parameter count at its default options, pinned.
@@ -136,8 +137,8 @@ def test_every_layer_of_every_model_gets_the_configured_kernels(impl):
   seen = []
 
   def record(next_fun, args, kwargs, context):
-    if hasattr(context.module, 'conv_impl'):
-      seen.append((context.module.path, context.module.conv_impl))
+    if hasattr(context.module, 'kernels'):
+      seen.append((context.module.path, context.module.kernels.requested))
     return next_fun(*args, **kwargs)
 
   for name, registered in models.MODELS.items():

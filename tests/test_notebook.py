@@ -1,4 +1,4 @@
-"""notebooks/analysis.ipynb and inception.analysis: modes, sentences, figures.
+"""notebooks/analysis.ipynb and inception.sweeps.analysis: modes, sentences, figures.
 
 The notebook runs headless (nbclient) on the published results (no
 checkpoints) and on its default sweep; tests/test_sweep.py runs it on a
@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from conftest import REPO
-from inception import analysis, plots, report
+from inception.sweeps import analysis, plots, report
 
 CONCLUSION = '**In short:**'
 

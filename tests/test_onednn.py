@@ -7,8 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception import conv_ops, gemm, models, onednn
-from inception.batchnorm import BatchNorm, batch_norm_train
+from inception import models
+import kernel_calls
+from inception.errors import UserError
+from inception.kernels import backend, gemm, onednn
+from inception.kernels.batchnorm import BatchNorm, batch_norm_train
 
 _X86_LINUX = sys.platform == 'linux' and platform.machine() == 'x86_64'
 needs_onednn = pytest.mark.skipif(
@@ -34,8 +37,8 @@ def test_the_kernels_are_built_and_load_here():
 def test_conv_and_its_gradients_equal_lax_conv(k, stride, padding):
   x = jax.random.normal(jax.random.key(0), (2, 11, 11, 5))
   w = jax.random.normal(jax.random.key(1), (k, k, 5, 6))
-  xla = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'xla')
-  ours = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'onednn')
+  xla = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'xla')
+  ours = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'onednn')
   np.testing.assert_allclose(jax.jit(ours)(x, w), xla(x, w), rtol=1e-4,
                              atol=1e-4)
   for a, b in zip(_grads(ours, x, w), _grads(xla, x, w)):
@@ -53,7 +56,7 @@ def test_max_pool_and_its_gradient_equal_xla_ties_too(stride, padding):
       -2, 3, (2, 9, 10, 3)), jnp.float32))
   weights = jnp.arange(1.0, 4.0)  # distinct per channel: no cancellation
   for x in (continuous, ties):
-    pool = lambda x, impl: conv_ops.max_pool(x, 3, stride, padding, impl)
+    pool = lambda x, impl: kernel_calls.max_pool(x, 3, stride, padding, impl)
     np.testing.assert_array_equal(jax.jit(pool, static_argnums=1)(
         x, 'onednn'), pool(x, 'xla'))
     grad = lambda impl, x=x, pool=pool: jax.jit(jax.grad(
@@ -65,8 +68,8 @@ def test_max_pool_and_its_gradient_equal_xla_ties_too(stride, padding):
 def test_bfloat16_operands_accumulate_and_return_float32():
   x = jax.random.normal(jax.random.key(2), (2, 9, 9, 16))
   w = jax.random.normal(jax.random.key(3), (3, 3, 16, 8)) * 0.2
-  ref = lambda x, w: conv_ops.conv2d(x, w, 1, 'SAME', 'xla')
-  ours = lambda x, w: conv_ops.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
+  ref = lambda x, w: kernel_calls.conv2d(x, w, 1, 'SAME', 'xla')
+  ours = lambda x, w: kernel_calls.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
   out = jax.jit(ours)(x, w)
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out, ref(x, w), rtol=0.05, atol=0.1)
@@ -82,7 +85,7 @@ def test_bfloat16_operands_accumulate_and_return_float32():
 def test_pointwise_equals_the_gemm():
   x = jax.random.normal(jax.random.key(4), (3, 6, 7, 12))
   w = jax.random.normal(jax.random.key(5), (12, 9))
-  ours = lambda x, w: conv_ops.pointwise(x, w, 'onednn')
+  ours = lambda x, w: kernel_calls.pointwise(x, w, 'onednn')
   np.testing.assert_allclose(jax.jit(ours)(x, w), gemm.matmul(x, w),
                              rtol=1e-5, atol=1e-5)
   for a, b in zip(_grads(ours, x, w), _grads(gemm.matmul, x, w)):
@@ -92,10 +95,10 @@ def test_pointwise_equals_the_gemm():
 @needs_onednn
 def test_auto_takes_onednn_on_one_cpu_device_only(monkeypatch):
   x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-  hlo = lambda: jax.jit(lambda x, w: conv_ops.conv2d(
+  hlo = lambda: jax.jit(lambda x, w: kernel_calls.conv2d(
       x, w, 1, 'SAME', 'auto')).lower(x, w).as_text()
   assert 'inception_onednn_conv_fwd' in hlo()
-  pool = lambda: jax.jit(lambda x: conv_ops.max_pool(
+  pool = lambda: jax.jit(lambda x: kernel_calls.max_pool(
       x, 3, 2, 'SAME', 'auto')).lower(x).as_text()
   assert 'inception_onednn_max_pool_fwd' in pool()
   # Sharded over several devices, XLA could only gather around the custom
@@ -107,10 +110,10 @@ def test_auto_takes_onednn_on_one_cpu_device_only(monkeypatch):
 
 def test_onednn_without_the_extension_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(onednn, 'available', lambda: False)
-  with pytest.raises(ValueError, match='cannot run here'):
-    conv_ops.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, 'SAME',
+  with pytest.raises(UserError, match='cannot run here'):
+    kernel_calls.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, 'SAME',
                     'onednn')
-  assert not conv_ops.uses_onednn('auto')
+  assert not kernel_calls.uses_onednn('auto')
 
 
 @needs_onednn
@@ -132,7 +135,7 @@ def test_model_and_its_gradients_do_not_depend_on_the_kernels(name):
 
 _GRADIENT_BITS = '''
 import hashlib, jax, jax.numpy as jnp, numpy as np
-from inception import onednn
+from inception.kernels import onednn
 x = jax.random.normal(jax.random.key(0), (16, 12, 12, 32))
 w = jax.random.normal(jax.random.key(1), (3, 3, 32, 24))
 g = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(onednn.conv2d(
@@ -158,16 +161,12 @@ def test_results_do_not_depend_on_omp_num_threads():
 
 
 def test_onednn_on_several_devices_is_one_clear_error(monkeypatch):
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from inception import experiment, specs  # pylint: disable=g-import-not-at-top
-  from inception.errors import UserError  # pylint: disable=g-import-not-at-top
-  spec = specs.ModelSpec(name='nin_cifar_tiny', fields=(), dtype='float32',
-                         conv_impl='onednn', image_size=32, channels=3)
-  monkeypatch.setattr(jax, 'device_count', lambda: 2)
-  with pytest.raises(UserError, match='runs on one device and this run has 2'):
-    experiment._check_kernels(spec)  # pylint: disable=protected-access
+  monkeypatch.setattr(onednn, 'available', lambda: True)
+  with pytest.raises(UserError, match='runs on one device and this program '
+                     'runs on 2'):
+    backend.resolve('onednn', devices=2)
   # 'auto' picks XLA's kernels there instead.
-  experiment._check_kernels(dataclasses.replace(spec, conv_impl='auto'))  # pylint: disable=protected-access
+  assert not backend.resolve('auto', devices=2).onednn
 
 
 @needs_onednn
@@ -220,7 +219,7 @@ def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
   assert not onednn.batch_norm_vectorized((2, 4, 4, 13), jnp.bfloat16, 1e-5)
   assert not onednn.batch_norm_vectorized((2, 4, 13), jnp.float32, 1e-5)
   for features, on_onednn in ((64, True), (13, False)):
-    bn = BatchNorm(relu=True, onednn=True)
+    bn = BatchNorm(relu=True, kernels=backend.resolve('onednn'))
     x = jnp.ones((2, 4, 4, features))
     variables = bn.init(jax.random.key(0), x)
     hlo = jax.jit(lambda v, x, bn=bn: bn.apply(v, x, mutable=['batch_stats'])
@@ -233,23 +232,23 @@ def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
   """bf16 in: conv and max pool return bf16 (BatchNorm: the test above)."""
   x = jax.random.normal(jax.random.key(9), (2, 9, 9, 16)).astype(jnp.bfloat16)
   w = jax.random.normal(jax.random.key(10), (3, 3, 16, 32)) * 0.2
-  conv = lambda x, w: conv_ops.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
+  conv = lambda x, w: kernel_calls.conv2d(x, w, 1, 'SAME', 'onednn', jnp.bfloat16)
   y = jax.jit(conv)(x, w)
   assert y.dtype == jnp.bfloat16
-  ref = conv_ops.conv2d(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
+  ref = kernel_calls.conv2d(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
       jnp.float32), 1, 'SAME', 'xla')
   # f32 sums in another order, then one rounding to bf16 (8 bits).
   np.testing.assert_allclose(np.float32(y), ref, rtol=2 ** -7, atol=1e-2)
   dx, dw = _grads(conv, x, w)
   assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
-  ref_dx, ref_dw = _grads(lambda x, w: conv_ops.conv2d(
+  ref_dx, ref_dw = _grads(lambda x, w: kernel_calls.conv2d(
       x, w.astype(jnp.bfloat16).astype(jnp.float32), 1, 'SAME', 'xla'),
                           x.astype(jnp.float32), w)
   # The cotangent (cos of a bf16 output) and dy are bf16 on our side.
   for a, b in ((dx, ref_dx), (dw, ref_dw)):
     assert float(jnp.max(jnp.abs(np.float32(a) - b))) < 0.02 * float(
         jnp.max(jnp.abs(b)))
-  pool = lambda x, impl: conv_ops.max_pool(x, 3, 2, 'SAME', impl)
+  pool = lambda x, impl: kernel_calls.max_pool(x, 3, 2, 'SAME', impl)
   got = jax.jit(pool, static_argnums=1)(y, 'onednn')
   assert got.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.float32(got), np.float32(pool(y, 'xla')))
@@ -261,14 +260,14 @@ def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
 
 def test_activations_are_bfloat16_only_on_onednn_with_batchnorm(monkeypatch):
   """Measured: bf16 activations pay only where oneDNN owns the elementwise work."""
-  monkeypatch.setattr(conv_ops, 'uses_onednn', lambda impl: impl == 'onednn')
+  monkeypatch.setattr(backend, 'platform', lambda: 'cpu')
   bf16, f32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
-  assert conv_ops.activation_dtype('onednn', jnp.bfloat16) == bf16
-  assert conv_ops.activation_dtype('onednn', 'bfloat16',
-                                   bn_after_every_conv=False) == f32
-  assert conv_ops.activation_dtype('onednn', jnp.float32) == f32
-  assert conv_ops.activation_dtype('onednn', None) == f32
-  assert conv_ops.activation_dtype('gemm', jnp.bfloat16) == f32
+  assert backend.activation_dtype(jnp.bfloat16, on_onednn=True) == bf16
+  assert backend.activation_dtype('bfloat16', on_onednn=True,
+                                  bn_after_every_conv=False) == f32
+  assert backend.activation_dtype(jnp.float32, on_onednn=True) == f32
+  assert backend.activation_dtype(None, on_onednn=True) == f32
+  assert backend.activation_dtype(jnp.bfloat16, on_onednn=False) == f32
 
 
 @needs_onednn

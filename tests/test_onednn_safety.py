@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from inception import conv_ops, onednn
-from inception.batchnorm import batch_norm_train
+import kernel_calls
+from inception.kernels import onednn
+from inception.kernels.batchnorm import batch_norm_train
 
 needs_onednn = pytest.mark.skipif(
     not onednn.available(), reason='oneDNN extension not built here')
@@ -46,8 +47,8 @@ _SMALL = [
 def test_conv_at_small_shapes_equals_lax(n, size, k, stride, padding):
   x = jax.random.normal(jax.random.key(0), (n, size, size + 1, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
-  xla = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'xla')
-  ours = lambda x, w: conv_ops.conv2d(x, w, stride, padding, 'onednn')
+  xla = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'xla')
+  ours = lambda x, w: kernel_calls.conv2d(x, w, stride, padding, 'onednn')
   np.testing.assert_allclose(jax.jit(ours)(x, w), xla(x, w), rtol=1e-4,
                              atol=1e-4)
   for a, b in zip(_grads(ours, x, w), _grads(xla, x, w)):
@@ -62,7 +63,7 @@ def test_conv_at_small_shapes_equals_lax(n, size, k, stride, padding):
 def test_max_pool_at_small_shapes_equals_xla(n, size, window, stride,
                                              padding):
   x = jax.random.normal(jax.random.key(2), (n, size, size, 4))
-  pool = lambda x, impl: conv_ops.max_pool(x, window, stride, padding, impl)
+  pool = lambda x, impl: kernel_calls.max_pool(x, window, stride, padding, impl)
   np.testing.assert_array_equal(
       jax.jit(pool, static_argnums=1)(x, 'onednn'), pool(x, 'xla'))
   grad = lambda impl: jax.jit(jax.grad(
@@ -155,15 +156,15 @@ def test_nan_propagates_through_every_kernel_as_in_xla():
   w = jax.random.normal(jax.random.key(4), (3, 3, 16, 16))
   for padding in ('SAME', 'VALID'):
     np.testing.assert_array_equal(
-        np.isnan(jax.jit(lambda x, w: conv_ops.conv2d(
+        np.isnan(jax.jit(lambda x, w: kernel_calls.conv2d(
             x, w, 1, padding, 'onednn'))(x, w)),
-        np.isnan(conv_ops.conv2d(x, w, 1, padding, 'xla')))
+        np.isnan(kernel_calls.conv2d(x, w, 1, padding, 'xla')))
   for dtype in (jnp.float32, jnp.bfloat16):
     xd = x.astype(dtype)
     np.testing.assert_array_equal(
-        np.isnan(np.asarray(jax.jit(lambda x: conv_ops.max_pool(
+        np.isnan(np.asarray(jax.jit(lambda x: kernel_calls.max_pool(
             x, 3, 2, 'SAME', 'onednn'))(xd), np.float32)),
-        np.isnan(np.asarray(conv_ops.max_pool(xd, 3, 2, 'SAME', 'xla'),
+        np.isnan(np.asarray(kernel_calls.max_pool(xd, 3, 2, 'SAME', 'xla'),
                             np.float32)))
   scale, bias = jnp.ones(16), jnp.zeros(16)
   for relu in (False, True):
@@ -182,8 +183,8 @@ def test_nan_propagates_through_every_kernel_as_in_xla():
   # Without NaNs the check changes nothing.
   clean = jax.random.normal(jax.random.key(6), (2, 6, 6, 16))
   np.testing.assert_array_equal(
-      jax.jit(lambda x: conv_ops.max_pool(x, 3, 2, 'SAME', 'onednn'))(clean),
-      conv_ops.max_pool(clean, 3, 2, 'SAME', 'xla'))
+      jax.jit(lambda x: kernel_calls.max_pool(x, 3, 2, 'SAME', 'onednn'))(clean),
+      kernel_calls.max_pool(clean, 3, 2, 'SAME', 'xla'))
 
 
 @needs_onednn
@@ -203,22 +204,24 @@ def test_one_nan_pixel_gives_a_nan_loss_on_onednn_as_on_xla():
 # The package, copied with a library that is not the one built here.
 _PROBE = '''
 import sys
-from inception import conv_ops, onednn
+from inception.errors import UserError
+from inception.kernels import backend, onednn
 print('available', onednn.available())
-print('auto', conv_ops.uses_onednn('auto'))
+print('auto', backend.resolve('auto').onednn)
 try:
-  conv_ops.uses_onednn('onednn')
-except ValueError as e:
+  backend.resolve('onednn')
+except UserError as e:
   print('error:', e)
 '''
 
 
 def _tree_with(tmp_path, library_bytes=None, manifest=None, extra=()):
-  """A copy of the package whose extension is ``library_bytes``."""
-  package = tmp_path / 'inception'
-  shutil.copytree(os.path.join(REPO, 'inception'), package,
-                  ignore=shutil.ignore_patterns('_onednn_conv*', 'csrc',
-                                                '__pycache__'))
+  """A copy of the package, and an inception_onednn holding ``library_bytes``."""
+  shutil.copytree(os.path.join(REPO, 'inception'), tmp_path / 'inception',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  package = tmp_path / 'inception_onednn'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
   target = package / os.path.basename(onednn.library_path())
   if library_bytes is not None:
     target.write_bytes(library_bytes)
@@ -317,8 +320,8 @@ def test_a_second_file_beside_the_library_is_ignored(tmp_path):
   """The library is found by its exact name: a stray one cannot shadow it."""
   data, manifest = _built()
   tree = _tree_with(tmp_path, data, manifest,
-                    extra=[('_onednn_conv.abi3.so', b'\0' * 100),
-                           ('_onednn_conv.so', b'\0' * 100)])
+                    extra=[('_kernels.abi3.so', b'\0' * 100),
+                           ('_kernels.so', b'\0' * 100)])
   stdout, stderr = _probe(tree)
   assert 'available True' in stdout and 'auto True' in stdout, stderr
   assert 'oneDNN kernels off' not in stderr
@@ -337,3 +340,29 @@ def test_no_library_on_a_platform_that_builds_none_is_silent(monkeypatch):
   monkeypatch.setattr(onednn, '_builds_here', lambda: True)
   onednn.warn_unavailable.__wrapped__()
   assert len(said) == 1 and 'make install' in said[0][0] % said[0][1:]
+
+
+def test_without_the_onednn_package_auto_warns_and_onednn_is_one_error(
+    monkeypatch):
+  """``pip install -e .`` alone: no inception_onednn package at all."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from inception.errors import UserError  # pylint: disable=g-import-not-at-top
+  from inception.kernels import backend  # pylint: disable=g-import-not-at-top
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: (
+      None if name == 'inception_onednn' else real(name, *a)))
+  assert onednn.library_path() == ''
+  why = onednn._load.__wrapped__()  # pylint: disable=protected-access
+  assert why == (None, 'the inception_onednn package is not installed')
+  monkeypatch.setattr(onednn, '_load', lambda: why)
+  monkeypatch.setattr(onednn, '_builds_here', lambda: True)
+  said = []
+  monkeypatch.setattr(logging, 'warning', lambda *a: said.append(a[0] % a[1:]))
+  monkeypatch.setattr(onednn, 'warn_unavailable',
+                      onednn.warn_unavailable.__wrapped__)
+  assert not backend.resolve('auto', devices=1).onednn
+  assert len(said) == 1 and 'not installed' in said[0]
+  assert 'make install' in said[0]
+  with pytest.raises(UserError, match='not installed.*make install'):
+    backend.resolve('onednn', devices=1)

@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from conftest import CONFIG, quick_config, run_cli
-from inception import train
+from inception.training import loop
 from inception.errors import TrainingError
 
 
@@ -23,7 +23,7 @@ def _no_trace_running():
 
 def test_profile_steps_writes_a_tensorboard_trace(tmp_path, capsys):
   workdir = str(tmp_path)
-  summary = train.train_and_evaluate(quick_config(), workdir, profile_steps=2)
+  summary = loop.train_and_evaluate(quick_config(), workdir, profile_steps=2)
   assert summary['status'] == 'done' and summary['step'] == 8
   assert _traces(workdir) and os.path.getsize(_traces(workdir)[0]) > 0
   out = capsys.readouterr().out
@@ -36,7 +36,7 @@ def test_profile_steps_writes_a_tensorboard_trace(tmp_path, capsys):
 
 def test_a_run_shorter_than_the_profile_stops_the_trace(tmp_path, capsys):
   workdir = str(tmp_path)
-  train.train_and_evaluate(quick_config(num_train_steps=3), workdir,
+  loop.train_and_evaluate(quick_config(num_train_steps=3), workdir,
                            profile_steps=10)
   assert _traces(workdir)
   assert 'profile: steps 2-3 traced' in capsys.readouterr().out
@@ -52,21 +52,21 @@ def test_an_error_while_tracing_stops_the_trace(tmp_path, monkeypatch):
     if len(calls) == 3:
       raise TrainingError('injected')
 
-  monkeypatch.setattr(train, '_check_finite', failing)
+  monkeypatch.setattr(loop, '_check_finite', failing)
   with pytest.raises(TrainingError, match='injected'):
-    train.train_and_evaluate(quick_config(), workdir, profile_steps=5)
+    loop.train_and_evaluate(quick_config(), workdir, profile_steps=5)
   assert _traces(workdir)
   assert _no_trace_running()
 
 
 def test_no_profile_by_default(tmp_path):
-  train.train_and_evaluate(quick_config(num_train_steps=2), str(tmp_path))
+  loop.train_and_evaluate(quick_config(num_train_steps=2), str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, 'profile'))
 
 
 def test_negative_profile_steps_is_one_line(tmp_path):
   with pytest.raises(ValueError, match='profile_steps=-1'):
-    train.train_and_evaluate(quick_config(), str(tmp_path / 'lib'),
+    loop.train_and_evaluate(quick_config(), str(tmp_path / 'lib'),
                              profile_steps=-1)
   workdir = str(tmp_path / 'w')
   out = run_cli('train.py', '--config', CONFIG, '--workdir', workdir,

@@ -15,8 +15,9 @@ import pytest
 
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps, records)
-from inception import (checkpoint, evaluate, metrics, sweep, train,
-                       workdir as workdir_lib)
+from inception.sweeps import sweep
+from inception.training import (checkpoint, evaluate, metrics, loop,
+                                workdir as workdir_lib)
 from inception.errors import TrainingError, UserError
 from test_faults import _saving, _wait
 
@@ -29,7 +30,7 @@ LONG = {'num_train_steps': 40, 'checkpoint_every_steps': 1,
 def long_run(tmp_path_factory):
   """40 steps saved at every step, undisturbed: the reference."""
   workdir = str(tmp_path_factory.mktemp('long'))
-  train.train_and_evaluate(quick_config(**LONG), workdir)
+  loop.train_and_evaluate(quick_config(**LONG), workdir)
   return workdir
 
 
@@ -119,7 +120,7 @@ def test_first_ctrl_c_saves_and_exits_zero(tmp_path, when):
   assert 'run the same command to continue' in out
   assert not _saving(workdir)
   # The next run resumes from it.
-  summary = train.train_and_evaluate(
+  summary = loop.train_and_evaluate(
       quick_config(num_train_steps=100_000, schedule='constant',
                    checkpoint_every_steps=1 if when == 'save' else 10_000),
       workdir, stop_after_steps=1)
@@ -138,7 +139,7 @@ def test_signal_during_setup_stops_cleanly(tmp_path):
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out[-3000:]
   assert 'Traceback' not in out
-  rerun = train.train_and_evaluate(quick_config(), workdir)
+  rerun = loop.train_and_evaluate(quick_config(), workdir)
   assert rerun['status'] == 'done'
 
 
@@ -156,7 +157,7 @@ def test_resume_refuses_a_field_that_changes_the_result(straight_run,
   config = quick_config(**{field: value})
   with pytest.raises(UserError, match=f'{field}: saved .*, requested '
                      f'{value!r}.*new --workdir'):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert f.read() == saved
   assert sorted(os.listdir(workdir)) == before
@@ -165,7 +166,7 @@ def test_resume_refuses_a_field_that_changes_the_result(straight_run,
 def test_resume_may_change_logging_and_records_it(straight_run, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(straight_run[0], workdir)
-  summary = train.train_and_evaluate(quick_config(log_every_steps=2),
+  summary = loop.train_and_evaluate(quick_config(log_every_steps=2),
                                      workdir)
   assert summary['status'] == 'done'
   changes = [r for r in metrics.read_jsonl(os.path.join(
@@ -242,11 +243,11 @@ def test_out_of_memory_names_what_to_lower(tmp_path, monkeypatch):
   def oom(config):
     raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating '
                        '54918064400 bytes')
-  monkeypatch.setattr(train.experiment, 'setup', oom)
+  monkeypatch.setattr(loop.experiment, 'setup', oom)
   with pytest.raises(TrainingError, match=r'out of memory .* batch_size 64 '
                      r'.*lower --config.batch_size \(e.g. to 32\) or '
                      r'--config.image_size'):
-    train.train_and_evaluate(quick_config(), str(tmp_path))
+    loop.train_and_evaluate(quick_config(), str(tmp_path))
 
 
 def test_init_from_falls_back_past_a_corrupt_latest_checkpoint(straight_run,
@@ -297,7 +298,7 @@ def test_a_run_stopped_by_a_signal_is_recorded_stopped_not_failed(tmp_path):
 def test_runs_saved_before_a_field_existed_gain_its_old_behaviour(tmp_path):
   """eval.py on an older run: fields added since take their old-behaviour value."""
   from conftest import quick_config  # pylint: disable=g-import-not-at-top
-  from inception import saved_config, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from inception.training import saved_config, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   saved = quick_config().to_dict()
   del saved['eval_flip'], saved['ema_decay']
   workdir_lib.write_json(workdir_lib.path(str(tmp_path), workdir_lib.CONFIG),

@@ -66,3 +66,32 @@ def test_the_platform_packages_resolve_on_the_index(name, tmp_path):
   resolved = {i['metadata']['name'].lower(): i['metadata']['version']
               for i in report['install']}
   assert resolved == own
+
+
+def test_the_package_installs_without_a_compiler(tmp_path):
+  """``pip install -e .`` needs no C++ compiler: the oneDNN kernels are their own package.
+
+  Builds the package's wheel from a copy of its sources with every compiler
+  made to fail (``CC``/``CXX``) and none on PATH; the wheel is pure Python.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  src = tmp_path / 'src'
+  for name in ('inception', 'configs', 'benchmarks'):
+    shutil.copytree(os.path.join(REPO, name), src / name,
+                    ignore=shutil.ignore_patterns('__pycache__', '*.so'))
+  for name in ('pyproject.toml', 'README.md'):
+    shutil.copy(os.path.join(REPO, name), src / name)
+  env = {'PATH': os.path.dirname(sys.executable), 'CC': 'false', 'CXX': 'false',
+         'HOME': str(tmp_path), 'PIP_DISABLE_PIP_VERSION_CHECK': '1'}
+  out = subprocess.run(
+      [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-index',
+       '--no-build-isolation', '-w', str(tmp_path / 'dist'), str(src)],
+      env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  wheel, = (tmp_path / 'dist').glob('inception_1x1-*.whl')
+  assert 'py3-none-any' in wheel.name
+  names = zipfile.ZipFile(wheel).namelist()
+  assert 'inception/kernels/backend.py' in names
+  assert not [n for n in names if n.endswith('.so')]
+  assert not os.path.exists(os.path.join(REPO, 'setup.py'))

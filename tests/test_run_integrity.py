@@ -20,25 +20,26 @@ from PIL import Image
 
 from conftest import (CONFIG, REPO, cli_overrides, final_state, quick_config,
                       records)
-from inception import checkpoint, evaluate, identity, train, workdir as workdir_lib
+from inception.training import (checkpoint, evaluate, identity, loop, metrics,
+                                workdir as workdir_lib)
 from inception.errors import UserError
 
 
 def test_a_tilde_workdir_is_expanded_before_the_identity_check(tmp_path,
                                                                monkeypatch):
   monkeypatch.setenv('HOME', str(tmp_path))
-  train.train_and_evaluate(quick_config(), '~/tw', stop_after_steps=4)
+  loop.train_and_evaluate(quick_config(), '~/tw', stop_after_steps=4)
   assert os.path.exists(tmp_path / 'tw' / 'config.json')
   assert not os.path.exists('~')
   with pytest.raises(UserError, match='seed: saved 0, requested 3'):
-    train.train_and_evaluate(quick_config(seed=3), '~/tw')
+    loop.train_and_evaluate(quick_config(seed=3), '~/tw')
   assert json.load(open(tmp_path / 'tw' / 'config.json'))['seed'] == 0
 
 
 @pytest.fixture(scope='module')
 def stopped_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('stopped'))
-  train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
+  loop.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
   return workdir
 
 
@@ -48,7 +49,7 @@ def test_a_resume_without_config_json_is_refused(stopped_run, tmp_path):
   shutil.copytree(stopped_run, workdir)
   os.remove(os.path.join(workdir, 'config.json'))
   with pytest.raises(UserError, match='holds a trained run but no config.json'):
-    train.train_and_evaluate(quick_config(seed=5), workdir)
+    loop.train_and_evaluate(quick_config(seed=5), workdir)
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
 
 
@@ -71,7 +72,7 @@ def test_a_resume_with_a_deleted_key_is_refused(stopped_run, tmp_path, key):
     node = node[p]
   node[leaf] = {'seed': 3, 'learning_rate': 0.3, 'width': 2.0}[leaf]
   with pytest.raises(UserError, match=f'lacks {key}'):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert json.load(open(path)) == saved  # nothing rewritten
 
 
@@ -84,7 +85,7 @@ def test_config_json_of_the_wrong_shape_is_one_error(stopped_run, tmp_path,
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(content)
   with pytest.raises(UserError, match='is not a config'):
-    train.train_and_evaluate(quick_config(), workdir)
+    loop.train_and_evaluate(quick_config(), workdir)
   with pytest.raises(UserError, match='is not a config'):
     workdir_lib.load_config(workdir)
 
@@ -96,10 +97,10 @@ def test_init_from_works_with_and_without_an_ema(tmp_path, source_ema,
   """It crashed on the first step: the EMA shared the params' buffers, and
   the train step donates both."""
   source = str(tmp_path / 'source')
-  train.train_and_evaluate(quick_config(ema_decay=source_ema), source,
+  loop.train_and_evaluate(quick_config(ema_decay=source_ema), source,
                            stop_after_steps=4)
   target = str(tmp_path / 'target')
-  summary = train.train_and_evaluate(
+  summary = loop.train_and_evaluate(
       quick_config(ema_decay=target_ema, init_from=source), target)
   assert summary['status'] == 'done'
   assert np.isfinite(summary['final_eval_accuracy'])
@@ -108,7 +109,7 @@ def test_init_from_works_with_and_without_an_ema(tmp_path, source_ema,
 def test_a_refused_init_from_writes_nothing(tmp_path):
   target = str(tmp_path / 'target')
   with pytest.raises(Exception):
-    train.train_and_evaluate(
+    loop.train_and_evaluate(
         quick_config(init_from=str(tmp_path / 'no_such_run')), target)
   assert not os.path.exists(target) or not os.listdir(target)
 
@@ -119,7 +120,7 @@ def test_logged_train_metrics_do_not_depend_on_checkpoint_cadence(tmp_path):
   logs = {}
   for every in (8, 3):
     workdir = str(tmp_path / f'ckpt{every}')
-    train.train_and_evaluate(quick_config(
+    loop.train_and_evaluate(quick_config(
         log_every_steps=4, checkpoint_every_steps=every,
         eval_every_epochs=0.0), workdir)
     logs[every] = records(workdir, 'train/loss')
@@ -136,9 +137,9 @@ def test_a_failed_final_evaluation_keeps_the_final_checkpoint(tmp_path,
   def failing(*args, **kwargs):
     calls.append(1)
     raise RuntimeError('evaluation failed')
-  monkeypatch.setattr(train.evaluate, 'run', failing)
+  monkeypatch.setattr(loop.evaluate, 'run', failing)
   with pytest.raises(RuntimeError, match='evaluation failed'):
-    train.train_and_evaluate(quick_config(eval_every_epochs=0.0), workdir)
+    loop.train_and_evaluate(quick_config(eval_every_epochs=0.0), workdir)
   assert calls and checkpoint.Checkpointer(
       workdir, read_only=True).steps()[-1] == 8
 
@@ -146,7 +147,7 @@ def test_a_failed_final_evaluation_keeps_the_final_checkpoint(tmp_path,
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('finished'))
-  train.train_and_evaluate(quick_config(), workdir)
+  loop.train_and_evaluate(quick_config(), workdir)
   return workdir
 
 
@@ -234,7 +235,7 @@ def test_an_absent_class_is_reported_absent_not_zero(tmp_path):
                         eval_split='val', channels=3, batch_size=4,
                         num_train_steps=2)
   config.model.num_classes = 3
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   result = evaluate.evaluate_checkpoint(workdir_lib.load_config(workdir),
                                         workdir)
   assert result['class_names'] == ['a', 'b', 'c']
@@ -257,7 +258,7 @@ def test_a_symlink_loop_in_an_image_folder_is_skipped(tmp_path):
                         eval_split='train[50%:]', channels=3, batch_size=4,
                         num_train_steps=2)
   config.model.num_classes = 2
-  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  summary = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['status'] == 'done'
 
 
@@ -285,16 +286,16 @@ def test_ctrl_c_while_an_entry_point_imports_is_one_line(finished_run):
 
 _BUSY_COMMAND = """
 import time
-from inception import cli
+from inception.cli import app
 def main(argv):
   print('ready', flush=True)
   time.sleep(60)
-cli.run(main)
+app.run(main)
 """
 
 
 def test_ctrl_c_while_a_command_runs_is_one_line():
-  """cli.run's commands (eval.py among them): no traceback from any thread."""
+  """app.run's commands (eval.py among them): no traceback from any thread."""
   _interrupt([sys.executable, '-c', _BUSY_COMMAND], 'ready')
 
 
@@ -305,9 +306,9 @@ _DEAD = dict(num_train_steps=80, log_every_steps=5, learning_rate=40.0,
 def test_a_stuck_run_says_so_and_trains_on(tmp_path):
   """lr 40 kills the tiny network: chance loss, zero gradient."""
   workdir = str(tmp_path / 'dead')
-  summary = train.train_and_evaluate(quick_config(**_DEAD), workdir)
+  summary = loop.train_and_evaluate(quick_config(**_DEAD), workdir)
   assert summary['status'] == 'done'
-  warnings = [r for r in __import__('inception.metrics').metrics.read_jsonl(
+  warnings = [r for r in metrics.read_jsonl(
       os.path.join(workdir, 'metrics.jsonl')) if r.get('warning') == 'stuck']
   assert len(warnings) == 1
   assert 'chance level (log 10' in warnings[0]['message']
@@ -318,14 +319,14 @@ def test_a_stuck_run_stops_when_asked_and_keeps_its_checkpoint(tmp_path):
   from inception.errors import TrainingError  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'dead')
   with pytest.raises(TrainingError, match='looks stuck.*stop_when_stuck'):
-    train.train_and_evaluate(quick_config(**_DEAD, stop_when_stuck=True),
+    loop.train_and_evaluate(quick_config(**_DEAD, stop_when_stuck=True),
                              workdir)
   assert checkpoint.Checkpointer(workdir, read_only=True).steps()
 
 
 def test_a_healthy_run_is_not_called_stuck(tmp_path):
   workdir = str(tmp_path / 'ok')
-  train.train_and_evaluate(quick_config(log_every_steps=1, stuck_windows=1),
+  loop.train_and_evaluate(quick_config(log_every_steps=1, stuck_windows=1),
                            workdir)
   assert not records(workdir, 'warning')
 
@@ -335,10 +336,10 @@ def test_a_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path):
   config = dict(log_every_steps=4, checkpoint_every_steps=100,
                 eval_every_epochs=0.0)
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(quick_config(**config), straight)
+  loop.train_and_evaluate(quick_config(**config), straight)
   resumed = str(tmp_path / 'resumed')
-  train.train_and_evaluate(quick_config(**config), resumed, stop_after_steps=3)
-  train.train_and_evaluate(quick_config(**config), resumed)
+  loop.train_and_evaluate(quick_config(**config), resumed, stop_after_steps=3)
+  loop.train_and_evaluate(quick_config(**config), resumed)
   for key in ('train/loss', 'train/grad_norm'):
     assert records(resumed, key) == records(straight, key)
 
@@ -349,7 +350,8 @@ def test_a_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path):
     ('export.py', ('--workdir', '--step', '--output', '--batch_size')),
     ('sweep.py', ('--sweep', '--parallel', '--launcher')),
     ('flops.py', ('--compare', '--per_layer')),
-    ('eval.py', ('--workdir', '--step', '--split'))])
+    ('eval.py', ('--workdir', '--step', '--split')),
+    ('report.py', ('--reference', '--allow_mixed'))])
 def test_help_lists_the_commands_own_flags(script, flags):
   proc = subprocess.run([sys.executable, script, '--help'], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
@@ -359,9 +361,10 @@ def test_help_lists_the_commands_own_flags(script, flags):
 
 
 def test_the_flops_library_run_as_a_module_names_the_command():
-  proc = subprocess.run([sys.executable, '-m', 'inception.flops'], cwd=REPO,
+  proc = subprocess.run([sys.executable, '-m', 'inception.models.flops'],
+                        cwd=REPO,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       'error: the FLOP accounting command is `python flops.py` (or '
-      '`python -m inception.flops_main`); inception.flops is its library']
+      '`python -m inception.cli.flops`); inception.models.flops is its library']

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from inception import budget, report, stats, workdir
+from inception.models import budget
+from inception.sweeps import report, stats
+from inception.training import workdir
 
 
 def test_summary_is_student_t_interval():
@@ -179,7 +181,7 @@ def test_the_ablation_recipe_is_what_the_published_runs_ran():
     config.seed = saved['seed']
     requested = config.to_dict()
     # Fields the code gained after the sweep ran, whose defaults compute what
-    # it computed (as on a resume: inception.identity.differences).
+    # it computed (as on a resume: inception.training.identity.differences).
     gained = set(requested) - set(saved)
     assert gained <= {'activation_dtype'}, name
     assert requested['activation_dtype'] == 'auto' and saved['dtype'] == (
@@ -189,7 +191,7 @@ def test_the_ablation_recipe_is_what_the_published_runs_ran():
 
 def test_published_time_to_accuracy_table_regenerates():
   """results/cpu_time_to_accuracy/table.md is what its runs' metrics say."""
-  from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top
+  from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
   folder = os.path.join(RESULTS, 'cpu_time_to_accuracy')
   with open(os.path.join(folder, 'table.md'), encoding='utf-8') as f:
     published = f.read()
@@ -200,7 +202,7 @@ def test_published_time_to_accuracy_table_regenerates():
 
 def test_published_bf16_accuracy_is_what_the_runs_say():
   """results/cpu_bf16_accuracy: each curve in its README, and bf16 within 0.5 points."""
-  from inception import time_to_accuracy  # pylint: disable=g-import-not-at-top
+  from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
   folder = os.path.join(RESULTS, 'cpu_bf16_accuracy')
   fp32 = os.path.join(RESULTS, 'cpu_time_to_accuracy')
   with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
@@ -243,7 +245,7 @@ def test_published_bf16_accuracy_is_what_the_runs_say():
 
 def test_report_groups_only_by_fields_that_change_the_result(tmp_path):
   """Without sweep.json, cadence fields (identity.MUTABLE) split no arm."""
-  from inception import identity  # pylint: disable=g-import-not-at-top
+  from inception.training import identity  # pylint: disable=g-import-not-at-top
   root = str(tmp_path)
   cadence = {'checkpoint_every_steps': 100, 'log_every_steps': 10,
              'eval_every_epochs': 1.0, 'keep_checkpoints': 3}
@@ -294,7 +296,7 @@ def test_a_summary_of_the_wrong_shape_is_one_warning(tmp_path, content):
 def _report_cli(folder):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, '-m', 'inception.report', folder],
+  out = subprocess.run([sys.executable, '-m', 'inception.cli.report', folder],
                        cwd=os.path.dirname(RESULTS), capture_output=True,
                        text=True, timeout=300)
   lines = [l for l in out.stderr.splitlines() if l.strip()]

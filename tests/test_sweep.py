@@ -13,7 +13,7 @@ import pytest
 
 from conftest import (CONFIG, REPO, TINY_MACS, cli_overrides, quick_config,
                       record_steps)
-from inception import report, sweep
+from inception.sweeps import report, sweep
 from inception.errors import UserError
 from test_notebook import assert_full_analysis, execute_notebook
 
@@ -66,10 +66,10 @@ def test_dry_run_prints_plain_commands_and_keeps_metacharacters(tmp_path):
                                 str(tmp_path / 'w'), '--dry_run'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
-  lines = [l for l in out.stdout.splitlines() if 'inception.train_main' in l]
+  lines = [l for l in out.stdout.splitlines() if 'inception.cli.train' in l]
   assert len(lines) == 1
   argv = shlex.split(lines[0])
-  assert argv[1:3] == ['-m', 'inception.train_main']
+  assert argv[1:3] == ['-m', 'inception.cli.train']
   assert f'--config.data_dir={value}' in argv
   assert os.path.isabs(argv[argv.index('--config') + 1])
   assert not os.path.exists(tmp_path / 'w')
@@ -88,7 +88,7 @@ def seed_sweep(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('sweep')
   value = "/tmp/$(touch pwned); echo 'hi'"
   path = _write(tmp / 'seeds.py', (
-      'from inception import sweep\n'
+      'from inception.sweeps import sweep\n'
       'def get_sweep(config):\n'
       f'  return sweep.product(sweep.axis("seed", [0, 1]),'
       f' [{{"data_dir": {value!r}}}]) + [{FAILING!r}]\n'))
@@ -151,7 +151,7 @@ def test_report_files(seed_sweep):
     with open(os.path.join(workdir, name), 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert 'pareto.png' in out.stdout and 'results.md' in out.stdout
-  again = subprocess.run([sys.executable, '-m', 'inception.report', workdir],
+  again = subprocess.run([sys.executable, '-m', 'inception.cli.report', workdir],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
   assert again.returncode == 0 and '| run |' in again.stdout
 
@@ -227,7 +227,7 @@ def _flag_values(args):
 ])
 def test_shared_overrides_are_read_as_absl_reads_them(args, expected):
   """Every run resolves exactly the config the sweep process parsed."""
-  from inception import sweep_main  # pylint: disable=g-import-not-at-top
+  from inception.cli import sweep as sweep_main  # pylint: disable=g-import-not-at-top
   values, argv = _flag_values(['--config', CONFIG, *args])
   extra = sweep_main.shared_overrides(argv, values)
   assert extra == expected
@@ -248,7 +248,7 @@ def test_dry_run_keeps_spaced_overrides_and_expands_the_workdir(tmp_path):
       env={**os.environ, 'HOME': str(home)})
   assert out.returncode == 0, out.stderr[-2000:]
   commands = [shlex.split(l) for l in out.stdout.splitlines()
-              if 'inception.train_main' in l]
+              if 'inception.cli.train' in l]
   assert len(commands) == 2
   for seed, argv in enumerate(commands):
     workdir = argv[argv.index('--workdir') + 1]
@@ -319,7 +319,7 @@ def test_make_ablation_reruns_the_published_sweep_from_a_fresh_clone(tmp_path):
                       sweep.resolve_config(cpu, extra))
   (ok, _), (_, refused) = [p.communicate(timeout=600) for p in procs]
   assert [p.returncode for p in procs] == [0, 2], refused[-2000:]
-  assert ok.count('inception.train_main') == 20
+  assert ok.count('inception.cli.train') == 20
   lines = [l for l in refused.splitlines() if l.startswith('error: ')]
   assert 'Traceback' not in refused and len(lines) == 1
   assert 'num_epochs: 4.0 -> 5.0' in lines[0]
@@ -389,7 +389,7 @@ def test_different_overrides_never_share_a_run_directory(tmp_path):
 
 def test_unwritable_run_directory_fails_that_run_only(tmp_path):
   """A run that cannot even start is recorded failed; nothing raises."""
-  from inception import sweep_main  # pylint: disable=g-import-not-at-top
+  from inception.cli import sweep as sweep_main  # pylint: disable=g-import-not-at-top
   runs = sweep.plan(str(tmp_path), [{'seed': 0}])
   _write(tmp_path / 'seed=0', 'a file where the run directory goes')
   lines = []
@@ -413,7 +413,7 @@ LONG = cli_overrides(num_train_steps=100_000, checkpoint_every_steps=100_000)
 def _start_long_sweep(tmp_path, seeds, *args, env=None):
   """A sweep of long tiny runs; returns (process, workdir) once all train."""
   path = _write(tmp_path / 'long.py',
-                'from inception import sweep\ndef get_sweep(config):\n'
+                'from inception.sweeps import sweep\ndef get_sweep(config):\n'
                 f'  return sweep.axis("seed", {seeds})\n')
   home = tmp_path / 'home'
   home.mkdir()
@@ -459,7 +459,7 @@ def interrupted_sweep(tmp_path_factory):
 def test_ctrl_c_stops_the_runs_with_a_checkpoint_and_reports(
     interrupted_sweep):
   workdir, code, stdout, stderr, _ = interrupted_sweep
-  assert code == 130, stderr[-3000:]  # documented in inception.sweep_main
+  assert code == 130, stderr[-3000:]  # documented in inception.cli.sweep
   assert 'Traceback' not in stderr, stderr[-3000:]
   stopped = _status(workdir, 'seed=1')
   assert stopped['status'] == 'stopped' and stopped['returncode'] == 0

@@ -5,7 +5,8 @@ import subprocess
 import pytest
 
 from conftest import REPO, TINY_MACS, cli_overrides, quick_config
-from inception import sweep, sweep_cost, train
+from inception.sweeps import sweep, cost as sweep_cost
+from inception.training import loop
 from test_sweep import SWEEP, _write
 
 
@@ -27,7 +28,7 @@ def test_cost_counts_steps_and_flops_and_reuses_a_measured_rate(tmp_path):
   # A finished run of the same shapes prices the other one, and is not
   # priced itself.
   first = _runs(tmp_path)[0]
-  train.train_and_evaluate(quick_config(seed=0), first.workdir)
+  loop.train_and_evaluate(quick_config(seed=0), first.workdir)
   costs = sweep_cost.estimate(config, _runs(tmp_path), [str(tmp_path)])
   assert [c.name for c in costs] == ['seed=1']
   assert costs[0].images_per_s > 0

@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import (CONFIG, TINY_MACS, TINY_PARAMS, assert_same_state,
                       cli_overrides, final_state, quick_config, record_steps,
                       records, run_cli)
-from inception import data, evaluate, train
+from inception import data
+from inception.training import evaluate, loop
 
 _records = records
 
@@ -54,7 +55,7 @@ def test_quickstart_googlenet_trains_and_evaluates(tmp_path):
   config = quickstart.get_config()
   config.update(num_train_steps=6, log_every_steps=1, eval_every_epochs=0.0,
                 checkpoint_every_steps=6)
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = loop.train_and_evaluate(config, str(tmp_path))
   assert summary['status'] == 'done' and summary['step'] == 6
   assert summary['params'] == 94_578 and summary['macs'] == 1_423_232
   losses = _records(str(tmp_path), 'train/loss')
@@ -82,10 +83,10 @@ def test_eval_reproduces_final_metrics(straight_run):
 def test_resume_equals_uninterrupted_run(straight_run, tmp_path):
   """4 steps, stop, 4 more: bitwise the same params as 8 straight."""
   workdir = str(tmp_path)
-  first = train.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
+  first = loop.train_and_evaluate(quick_config(), workdir, stop_after_steps=4)
   assert first['status'] == 'stopped' and first['step'] == 4
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
-  second = train.train_and_evaluate(quick_config(), workdir)
+  second = loop.train_and_evaluate(quick_config(), workdir)
   assert second['status'] == 'done' and second['step'] == 8
   assert_same_state(final_state(workdir), final_state(straight_run[0]))
   assert _records(workdir, 'train/loss') == _records(straight_run[0],
@@ -156,9 +157,9 @@ def test_image_folder_train_eval_resume(tmp_path):
   folder = _write_folder(str(tmp_path / 'images'))
   workdir = str(tmp_path / 'run')
   config = quick_config(dataset=f'folder:{folder}')  # the quick program
-  first = train.train_and_evaluate(config, workdir, stop_after_steps=4)
+  first = loop.train_and_evaluate(config, workdir, stop_after_steps=4)
   assert first['step'] == 4
-  summary = train.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   assert summary['status'] == 'done' and summary['step'] == 8
   result = evaluate.evaluate_checkpoint(config, workdir)
   assert result['accuracy'] == summary['final_eval_accuracy']
@@ -171,7 +172,7 @@ def test_tfds_mock_data_train_eval(tmp_path):
                               policy=tfds.testing.MockPolicy.USE_CODE):
     data.clear_caches()
     config = quick_config(dataset='cifar10')
-    summary = train.train_and_evaluate(config, str(tmp_path))
+    summary = loop.train_and_evaluate(config, str(tmp_path))
     result = evaluate.evaluate_checkpoint(config, str(tmp_path))
   data.clear_caches()
   assert summary['status'] == 'done'
@@ -181,10 +182,10 @@ def test_tfds_mock_data_train_eval(tmp_path):
 
 def test_training_without_tensorflow_writes_jsonl_only(tmp_path, monkeypatch):
   """A JAX-only image (no TensorFlow, so no clu writers) still records metrics."""
-  from inception import tf_quiet  # pylint: disable=g-import-not-at-top
+  from inception.data import tf_quiet  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(tf_quiet, 'available', lambda: False)
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(quick_config(num_train_steps=4), workdir)
+  loop.train_and_evaluate(quick_config(num_train_steps=4), workdir)
   assert record_steps(workdir, 'train/loss') == [1, 2, 3, 4]
   assert not [f for f in os.listdir(workdir) if f.startswith('events.')]
 
@@ -194,7 +195,7 @@ def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
   import types  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from inception import steps  # pylint: disable=g-import-not-at-top
+  from inception.training import steps  # pylint: disable=g-import-not-at-top
   # A "model" that sees only the image's first column: mirroring changes it.
   apply_fn = lambda variables, x, train: x[:, :, 0, :2].mean(1)
   state = types.SimpleNamespace(apply_fn=apply_fn, eval_variables=dict)
@@ -215,8 +216,8 @@ def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
 def test_ema_moves_towards_the_variables_and_is_what_eval_uses():
   """Each step: ema = d * ema + (1 - d) * (params, BatchNorm statistics)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from inception import experiment, steps  # pylint: disable=g-import-not-at-top
-  exp = experiment.setup(quick_config(ema_decay=0.75))
+  from inception.training import experiment, specs, steps  # pylint: disable=g-import-not-at-top
+  exp = experiment.setup(specs.read(quick_config(ema_decay=0.75)))
   state = exp.init_state()
   ema = jax.device_get(state.variables())
   rng = np.random.default_rng(0)
@@ -243,8 +244,8 @@ def test_ema_moves_towards_the_variables_and_is_what_eval_uses():
 def test_a_run_without_ema_keeps_the_checkpoint_layout_of_older_runs():
   """Checkpoints saved before the EMA existed must still restore."""
   from flax import serialization  # pylint: disable=g-import-not-at-top
-  from inception import experiment  # pylint: disable=g-import-not-at-top
-  state = experiment.setup(quick_config()).abstract_state()
+  from inception.training import experiment, specs  # pylint: disable=g-import-not-at-top
+  state = experiment.setup(specs.read(quick_config())).abstract_state()
   assert set(serialization.to_state_dict(state)) == {
       'step', 'params', 'opt_state', 'batch_stats'}
 
@@ -252,12 +253,12 @@ def test_a_run_without_ema_keeps_the_checkpoint_layout_of_older_runs():
 def test_ema_run_resumes_bitwise_and_a_run_without_keeps_none(tmp_path,
                                                               straight_run):
   """The EMA is checkpointed: 4 + 4 steps equal 8; off, the state has none."""
-  from inception import analysis  # pylint: disable=g-import-not-at-top
+  from inception.sweeps import analysis  # pylint: disable=g-import-not-at-top
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   config = quick_config(ema_decay=0.9)
-  train.train_and_evaluate(config, straight)
-  train.train_and_evaluate(config, resumed, stop_after_steps=4)
-  summary = train.train_and_evaluate(config, resumed)
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, resumed, stop_after_steps=4)
+  summary = loop.train_and_evaluate(config, resumed)
   a, b = analysis.restore(straight)[1], analysis.restore(resumed)[1]
   assert_same_state(a.ema, b.ema)
   assert_same_state(a.params, b.params)
@@ -269,7 +270,7 @@ def test_ema_run_resumes_bitwise_and_a_run_without_keeps_none(tmp_path,
 def test_eval_step_counts_top5_as_the_label_among_the_five_highest():
   import types  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from inception import steps  # pylint: disable=g-import-not-at-top
+  from inception.training import steps  # pylint: disable=g-import-not-at-top
   logits = jnp.array([
       [9., 8, 7, 6, 5, 4, 3],   # label 0: top-1 and top-5
       [9., 8, 7, 6, 5, 4, 3],   # label 4: 5th, top-5 only
@@ -304,7 +305,7 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
     config.model.use_bn = False
     config.model.dropout_rate = 0.0
     workdir = str(tmp_path / f'k{k}')
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     states[k] = final_state(workdir)[0]
   for a, b in zip(jax.tree.leaves(states[1]), jax.tree.leaves(states[2])):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
@@ -314,18 +315,18 @@ def test_gradient_accumulation_with_batchnorm_trains_and_resumes(tmp_path):
   """With BatchNorm too: it trains, and a resume is bitwise the same run."""
   from conftest import assert_same_state, final_state  # pylint: disable=g-import-not-at-top
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(quick_config(grad_accum_steps=4), straight)
+  loop.train_and_evaluate(quick_config(grad_accum_steps=4), straight)
   resumed = str(tmp_path / 'resumed')
-  train.train_and_evaluate(quick_config(grad_accum_steps=4), resumed,
+  loop.train_and_evaluate(quick_config(grad_accum_steps=4), resumed,
                            stop_after_steps=3)
-  summary = train.train_and_evaluate(quick_config(grad_accum_steps=4), resumed)
+  summary = loop.train_and_evaluate(quick_config(grad_accum_steps=4), resumed)
   assert summary['status'] == 'done'
   assert_same_state(final_state(straight), final_state(resumed))
   # The micro-batches are real: BatchNorm over quarters is another run.
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(quick_config(), whole)
+  loop.train_and_evaluate(quick_config(), whole)
   assert not all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(final_state(whole)), jax.tree.leaves(
           final_state(straight))))
@@ -334,7 +335,7 @@ def test_gradient_accumulation_with_batchnorm_trains_and_resumes(tmp_path):
 def test_gradient_clipping_bounds_the_update():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from inception import build, specs  # pylint: disable=g-import-not-at-top
+  from inception.training import build, specs  # pylint: disable=g-import-not-at-top
   params = {'w': jnp.ones((4, 4))}
   grads = {'w': jnp.full((4, 4), 10.0)}  # global norm 40
   for clip, expected in ((0.0, 40.0), (0.5, 0.5)):

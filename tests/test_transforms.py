@@ -5,7 +5,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from inception import data, transforms
+from inception import data
+from inception.data import transforms
 
 
 def test_inception_crop_per_image_equals_batched():
@@ -89,7 +90,7 @@ def test_pillow_decoding_resizes_and_center_crops(tmp_path):
 
 
 def test_decoding_without_tensorflow_takes_the_pillow_path(tmp_path, monkeypatch):
-  from inception import tf_quiet  # pylint: disable=g-import-not-at-top
+  from inception.data import tf_quiet  # pylint: disable=g-import-not-at-top
   files = _jpeg_folder(tmp_path, [(32, 32)] * 2)
   monkeypatch.setattr(tf_quiet, 'available', lambda: False)
   images, ok = transforms.decode_files(files, 32, 3)

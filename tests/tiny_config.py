@@ -17,7 +17,7 @@ def get_config():
   """Returns the quickstart config with the tiny NiN."""
   config = quickstart.get_config()
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'nin_cifar_tiny'  # NiN at 1/16 width (inception.models).
+  config.model.name = 'nin_cifar_tiny'  # NiN at 1/16 width (inception.models.networks).
   config.model.num_classes = 10  # The digits' ten classes.
   config.model.bottleneck = True  # False removes the hidden 1x1 layers.
   config.model.width = 1.0  # On top of the registry's 1/16.

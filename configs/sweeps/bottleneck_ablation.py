@@ -6,7 +6,7 @@
 Three variants x three seeds. For NiN configs (no pool_proj option) the
 variants are the mlpconv 1x1 layers on and off.
 """
-from inception import sweep
+from inception.sweeps import sweep
 
 SEEDS = (0, 1, 2)
 

@@ -4,7 +4,7 @@
   python sweep.py --config configs/inception_cifar.py:ablation \
       --sweep configs/sweeps/cifar10_ablation.py --workdir results/cifar10_ablation \
       --config.dataset=folder:/tmp/cifar10
-  python -m inception.report results/cifar10_ablation
+  python report.py results/cifar10_ablation
 
 Arms (GoogLeNet-CIFAR at width 1/8, the ``:ablation`` recipe: 4 one-cycle
 epochs at batch 256, train[:90%] / eval train[90%:]):

@@ -3,7 +3,7 @@
   python sweep.py --config configs/quickstart.py \
       --sweep configs/sweeps/demo.py --workdir runs/demo
 """
-from inception import sweep
+from inception.sweeps import sweep
 
 
 def get_sweep(config):

@@ -3,11 +3,13 @@
   python sweep.py --config configs/inception_cifar.py:cpu \
       --sweep configs/sweeps/equal_macs.py --workdir runs/equal_macs
 
-The naive width is found from the FLOP accounting (``inception.budget``), not
+The naive width is found from the FLOP accounting (``inception.models.budget``), not
 tuned by hand: the naive network whose MACs per image are within 5% of the
 bottleneck network's at the config's width. Two variants x three seeds.
 """
-from inception import budget, flops, specs, sweep
+from inception.models import budget, flops
+from inception.sweeps import sweep
+from inception.training import specs
 
 SEEDS = (0, 1, 2)
 

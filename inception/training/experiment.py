@@ -1,0 +1,112 @@
+"""One experiment's pieces, built from its specs: data info, model, mesh, steps.
+
+Shared by training (``inception.training.loop``) and evaluation (``inception.training.evaluate``)
+so that both compile the same model and steps with the same shardings.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from inception import data, models
+from inception.models import flops
+from inception.training import build, sharding, specs, steps
+from inception.errors import UserError
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything a train or eval loop needs, compiled for the mesh."""
+  specs: specs.Specs
+  info: data.DatasetInfo
+  model: Any
+  mesh: jax.sharding.Mesh
+  batch_sharding: jax.sharding.NamedSharding
+  replicated: jax.sharding.NamedSharding
+  steps_per_epoch: int
+  total_steps: int
+  tx: Any
+  train_step: Callable
+  eval_step: Callable
+
+  def init_state(self) -> steps.TrainState:
+    """A fresh, replicated train state from the run's seed."""
+    variables = models.init_variables(
+        self.model, self.specs.model.input_shape, self.init_rng,
+        out_shardings=self.replicated)
+    return jax.jit(self._train_state, out_shardings=self.replicated)(variables)
+
+  def abstract_state(self):
+    """Shapes, dtypes and shardings of the train state, for restoring into."""
+    x = jnp.zeros((1, *self.specs.model.input_shape), jnp.float32)
+    shapes = jax.eval_shape(lambda: self._train_state(
+        self.model.init(self.init_rng, x, train=False)))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+        a.shape, a.dtype, sharding=self.replicated), shapes)
+
+  def _train_state(self, variables) -> steps.TrainState:
+    """The state class this run keeps (with an EMA or not), from ``variables``."""
+    return steps.create_train_state(self.model, self.tx, variables,
+                                    ema=self.specs.loop.ema_decay > 0)
+
+  @property
+  def init_rng(self):
+    return jax.random.split(jax.random.key(self.specs.loop.seed))[0]
+
+  @property
+  def dropout_rng(self):
+    """Per-step dropout keys are ``fold_in(dropout_rng, step)`` (steps.py)."""
+    return jax.random.split(jax.random.key(self.specs.loop.seed))[1]
+
+  def cost(self) -> flops.Report:
+    """Params and MACs per image of the model at its input shape."""
+    return flops.analyze(self.model, self.specs.model.input_shape,
+                         self.specs.model.name, xla=False)
+
+
+def setup(s: specs.Specs) -> Experiment:
+  """Builds the experiment a run's specs (``specs.read(config)``) describe.
+
+  Every check runs here, before any file is written.
+
+  Raises:
+    UserError: a bad field, model, dataset or batch size.
+  """
+  sharding.check_batch_size(s.data.batch_size)
+  micro = s.data.batch_size // s.loop.grad_accum_steps
+  if s.loop.grad_accum_steps > 1 and micro % jax.device_count():
+    raise UserError(f'a micro-batch of batch_size / grad_accum_steps = {micro} '
+                    f'does not split over {jax.device_count()} devices; '
+                    'change --config.grad_accum_steps or --config.batch_size')
+  # Kernels resolved once, for the mesh's devices; a bad name, option or
+  # kernel choice fails before data loads.
+  model = build.model(s.model, devices=jax.device_count())
+  build.check_input_size(model, s.model)
+  info = data.get_info(s.data)
+  if s.data.eval_split and not info.num_eval_examples:
+    raise UserError(f'eval split {s.data.eval_split!r} is empty; give it '
+                    "examples, e.g. --config.eval_split='train[90%:]'")
+  if s.model.num_classes != info.num_classes:
+    raise UserError(f'the dataset has {info.num_classes} classes but '
+                    f'model.num_classes={s.model.num_classes}; set '
+                    f'--config.model.num_classes={info.num_classes}')
+  steps_per_epoch = data.steps_per_epoch(s.data, info.num_train_examples)
+  lr = build.learning_rate_fn(s.optimizer, steps_per_epoch)
+  tx = build.optimizer(s.optimizer, lr)
+  mesh = sharding.make_mesh()
+  batch, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  common = dict(mean=info.mean, std=info.std, num_classes=info.num_classes)
+  train_step = jax.jit(
+      steps.make_train_step(
+          model, label_smoothing=s.loop.label_smoothing,
+          aux_loss_weight=s.loop.aux_loss_weight, learning_rate_fn=lr,
+          ema_decay=s.loop.ema_decay, accum_steps=s.loop.grad_accum_steps,
+          augment=s.loop.augment, **common),
+      in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
+      donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,
+                                           **common),
+                      in_shardings=(repl, batch), out_shardings=repl)
+  return Experiment(s, info, model, mesh, batch, repl, steps_per_epoch,
+                    build.total_steps(s.optimizer, steps_per_epoch), tx,
+                    train_step, eval_step)

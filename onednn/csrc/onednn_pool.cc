@@ -1,0 +1,191 @@
+// oneDNN max pooling for XLA:CPU, as XLA FFI handlers (inception/onednn.py).
+//
+//   inception_onednn_max_pool_fwd: x -> (y, workspace)
+//   inception_onednn_max_pool_bwd: (dy, workspace) -> dx
+// NHWC float32 or bfloat16 (dy and dx in x's dtype), square window;
+// attributes: window, stride, pad_top, pad_bottom, pad_left, pad_right
+// (int64). Padded positions never win, as
+// with XLA's -inf padding. The workspace is oneDNN's record of each window's
+// argmax, so the backward pass routes dy without comparing again; its size
+// comes from InceptionOnednnMaxPoolWorkspaceBytes, which Python calls while
+// tracing.
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "csrc/onednn_common.h"
+
+namespace inception_onednn {
+namespace {
+
+struct Pool {
+  int64_t n, h, w, c, ho, wo, window, stride, pt, pb, pl, pr;
+  memory::data_type dt;
+
+  std::string Key(const char* op) const {
+    std::ostringstream s;
+    s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
+      << wo << ',' << window << ',' << stride << ',' << pt << ',' << pb << ','
+      << pl << ',' << pr << ',' << int(dt);
+    return s.str();
+  }
+  memory::desc Src() const {
+    return memory::desc({n, c, h, w}, dt, tag::nhwc);
+  }
+  memory::desc Dst() const {
+    return memory::desc({n, c, ho, wo}, dt, tag::nhwc);
+  }
+  dnnl::pooling_forward::primitive_desc Forward() const {
+    return dnnl::pooling_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training,
+        dnnl::algorithm::pooling_max, Src(), Dst(), {stride, stride},
+        {window, window}, {0, 0}, {pt, pl}, {pb, pr}, UserScratchpad());
+  }
+};
+
+struct PoolPlan {
+  dnnl::primitive pool;
+  memory::desc workspace;
+  memory::desc scratchpad;
+};
+
+const PoolPlan& ForwardPlan(const Pool& p) {
+  return Cached<PoolPlan>(p.Key("max_pool_fwd"), [&] {
+    auto pd = p.Forward();
+    return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc(),
+                    pd.scratchpad_desc()};
+  });
+}
+
+// The call's geometry from x's (or dx's) and y's (or dy's) dimensions:
+// NHWC, the same batch and channels, and a window that fits.
+ffi::Error MakePool(ffi::AnyBuffer::Dimensions in,
+                    ffi::AnyBuffer::Dimensions out, int64_t window,
+                    int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                    int64_t pr, Pool* p) {
+  if (in.size() != 4 || out.size() != 4)
+    return ffi::Error::InvalidArgument("oneDNN max pool: arrays must be NHWC");
+  if (in[0] != out[0] || in[3] != out[3] || in[0] < 1 || in[3] < 1)
+    return ffi::Error::InvalidArgument(
+        "oneDNN max pool: input and output differ in batch or channels");
+  if (auto err = CheckWindow("max pool", in[1], window, stride, pt, pb,
+                             out[1]);
+      err.failure())
+    return err;
+  if (auto err = CheckWindow("max pool", in[2], window, stride, pl, pr,
+                             out[2]);
+      err.failure())
+    return err;
+  *p = Pool{in[0], in[1], in[2], in[3], out[1], out[2], window, stride,
+            pt, pb, pl, pr, memory::data_type::f32};
+  return ffi::Error::Success();
+}
+
+// The workspace buffer must hold what oneDNN records.
+void CheckWorkspace(const PoolPlan& plan, size_t bytes) {
+  if (plan.workspace.get_size() > bytes)
+    throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
+}
+
+ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
+                          ffi::Result<ffi::AnyBuffer> workspace,
+                          int64_t window, int64_t stride, int64_t pad_top,
+                          int64_t pad_bottom, int64_t pad_left,
+                          int64_t pad_right) {
+  Pool p;
+  if (auto err = MakePool(x.dimensions(), y->dimensions(), window, stride,
+                          pad_top, pad_bottom, pad_left, pad_right, &p);
+      err.failure())
+    return err;
+  if (auto err = ToDnnlType(x.element_type(), &p.dt, "max pool's x");
+      err.failure())
+    return err;
+  if (y->element_type() != x.element_type())
+    return ffi::Error::InvalidArgument("oneDNN max pool: y must be x's dtype");
+  return Guarded([&] {
+    const PoolPlan& plan = ForwardPlan(p);
+    CheckWorkspace(plan, workspace->size_bytes());
+    dnnl::engine& eng = Engine();
+    dnnl::stream s(eng);
+    Execute(plan.pool, plan.scratchpad,
+        s, {{DNNL_ARG_SRC, memory(p.Src(), eng, x.untyped_data())},
+            {DNNL_ARG_DST, memory(p.Dst(), eng, y->untyped_data())},
+            {DNNL_ARG_WORKSPACE,
+             memory(plan.workspace, eng, workspace->untyped_data())}});
+    s.wait();
+  });
+}
+
+ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
+                          ffi::Result<ffi::AnyBuffer> dx, int64_t window,
+                          int64_t stride, int64_t pad_top, int64_t pad_bottom,
+                          int64_t pad_left, int64_t pad_right) {
+  Pool p;
+  if (auto err = MakePool(dx->dimensions(), dy.dimensions(), window, stride,
+                          pad_top, pad_bottom, pad_left, pad_right, &p);
+      err.failure())
+    return err;
+  if (auto err = ToDnnlType(dy.element_type(), &p.dt, "max pool's dy");
+      err.failure())
+    return err;
+  if (dx->element_type() != dy.element_type())
+    return ffi::Error::InvalidArgument(
+        "oneDNN max pool: dx must be dy's dtype");
+  return Guarded([&] {
+    const PoolPlan& fwd = ForwardPlan(p);
+    CheckWorkspace(fwd, workspace.size_bytes());
+    const PoolPlan& plan = Cached<PoolPlan>(p.Key("max_pool_bwd"), [&] {
+      dnnl::pooling_backward::primitive_desc pd(
+          Engine(), dnnl::algorithm::pooling_max, p.Src(), p.Dst(),
+          {stride, stride}, {window, window}, {0, 0}, {pad_top, pad_left},
+          {pad_bottom, pad_right}, p.Forward(), UserScratchpad());
+      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
+                      pd.scratchpad_desc()};
+    });
+    dnnl::engine& eng = Engine();
+    dnnl::stream s(eng);
+    Execute(plan.pool, plan.scratchpad,
+        s, {{DNNL_ARG_DIFF_DST, memory(p.Dst(), eng, dy.untyped_data())},
+            {DNNL_ARG_WORKSPACE,
+             memory(fwd.workspace, eng, workspace.untyped_data())},
+            {DNNL_ARG_DIFF_SRC, memory(p.Src(), eng, dx->untyped_data())}});
+    s.wait();
+  });
+}
+
+}  // namespace
+}  // namespace inception_onednn
+
+// The forward workspace's size in bytes, or -1 if oneDNN refuses the shape.
+// bf16: 1 for bfloat16 activations, 0 for float32.
+extern "C" int64_t InceptionOnednnMaxPoolWorkspaceBytes(
+    int64_t n, int64_t h, int64_t w, int64_t c, int64_t ho, int64_t wo,
+    int64_t window, int64_t stride, int64_t pad_top, int64_t pad_bottom,
+    int64_t pad_left, int64_t pad_right, int64_t bf16) {
+  inception_onednn::Pool p{
+      n, h, w, c, ho, wo, window, stride, pad_top, pad_bottom, pad_left,
+      pad_right,
+      bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32};
+  int64_t bytes = -1;
+  auto status = inception_onednn::Guarded(
+      [&] { bytes = inception_onednn::ForwardPlan(p).workspace.get_size(); });
+  return status.failure() ? -1 : bytes;
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolFwd,
+                              inception_onednn::MaxPoolFwdImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                  .Attr<int64_t>("window")
+                                      INCEPTION_ONEDNN_WINDOW_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolBwd,
+                              inception_onednn::MaxPoolBwdImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                  .Attr<int64_t>("window")
+                                      INCEPTION_ONEDNN_WINDOW_ATTRS);
