@@ -35,9 +35,10 @@ def batch_norm_train(x, scale, bias, epsilon: float, dtype):
 
   Same result as ``flax.linen.BatchNorm`` (fast variance, float32 statistics)
   with a hand-written backward pass: two per-channel sums and one elementwise
-  pass. Autodiff of the forward pass costs XLA:CPU 1.4x to 2.8x more time per
-  layer (6% of a GoogLeNet-CIFAR training step at the CPU width, measured side
-  by side); ``tests/test_layers.py`` checks the gradients against flax's.
+  pass, fewer passes over the activations than autodiff of the forward pass
+  takes on XLA:CPU (``benchmarks/batchnorm.py``; figures in
+  ``benchmarks/README.md``). ``tests/test_layers.py`` checks the gradients
+  against flax's.
   """
   return _batch_norm_fwd(x, scale, bias, epsilon, dtype)[0]
 

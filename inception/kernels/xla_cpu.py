@@ -46,12 +46,11 @@ def conv_gemm(x, kernel, strides: int, padding, compute_dtype=None):
 def im2col_pays(x_shape, kernel_shape) -> bool:
   """Whether im2col beats XLA's convolution on CPU for this layer.
 
-  From ``benchmarks/conv_impl.py`` and whole training steps on a 2-core x86
-  CPU (forward + backward): XLA's convolution is weakest with very few input
-  channels (the stem), for 3x3 layers with 32 or more, and for 3x3 layers
-  with 16 or more at 32x32 and above (GoogLeNet-CIFAR's 3b at width 1/8:
-  2.5x for the layer, 1.03x for the whole training step). im2col loses on 5x5
-  layers whose patch matrix grows past 800 columns, and on narrow outputs.
+  The rule ``benchmarks/conv_impl.py`` measured (forward + backward; figures
+  in ``benchmarks/README.md``): XLA's convolution is weakest with very few
+  input channels (the stem), for 3x3 layers with 32 or more, and for 3x3
+  layers with 16 or more at 32x32 and above; im2col loses on 5x5 layers whose
+  patch matrix grows past 800 columns, and on narrow outputs.
   """
   k, _, cin, cout = kernel_shape
   if k <= 3:
