@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from inception import models
+from inception.kernels import backend
 from inception.models import layers
 
 # GoogLeNet-CIFAR: the stem gives 192 channels at 32x32; 4a-4e run at 16x16,
@@ -61,7 +62,7 @@ def main():
     size = SIZES[stage]
     x = jax.random.normal(jax.random.key(1), (args.batch, size, size, cin))
     steps = {fuse: _step(layers.InceptionBlock(
-        widths, dtype=jnp.dtype(args.dtype), fuse=fuse), x)
+        widths, kernels=backend.resolve('auto', args.dtype), fuse=fuse), x)
              for fuse in (False, True)}
     times = {k: [] for k in steps}
     for _ in range(args.repeats):

@@ -197,7 +197,7 @@ def torch_model_for(name, **kwargs):
   """The torch twin of ``inception.models.networks.get_model(name, **kwargs)``.
 
   ``dtype``, ``activation_dtype`` and ``conv_impl`` are accepted and ignored
-  (torch's precision is chosen with ``torch.autocast``), so ``build.model_kwargs(config)`` can be
+  (torch's precision is chosen with ``torch.autocast``), so ``specs.model_spec(config).kwargs`` can be
   passed as is. ``width`` is scaled by the registry's ``width_scale`` with the
   same arithmetic as ``get_model``, so tiny variants round identically.
   """

@@ -7,6 +7,12 @@ Serialises the run's inference function, uint8 images -> float32 logits,
 with ``jax.export`` (``inception.training.export``); by default to
 WORKDIR/export/model_<step>.jax_export, for any batch size.
 """
+from inception import interrupt
+
+if __name__ == '__main__':  # Ctrl-C while importing is one line
+  interrupt.install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
 from inception.cli import app

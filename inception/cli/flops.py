@@ -6,6 +6,12 @@
 Params and MACs of the config's model (``inception.models.flops``), Table 1 style;
 ``--compare`` adds the naive variant (no 1x1 reductions) side by side.
 """
+from inception import interrupt
+
+if __name__ == '__main__':  # Ctrl-C while importing is one line
+  interrupt.install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import json
 
 from absl import flags

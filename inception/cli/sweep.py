@@ -21,6 +21,12 @@ saves a checkpoint and is recorded 'stopped', the report of what finished is
 written, and the same command continues the sweep. A second Ctrl-C aborts
 at once (the runs keep their last checkpoints; no report).
 """
+from inception import interrupt
+
+if __name__ == '__main__':  # Ctrl-C while importing is one line
+  interrupt.install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 import shlex
 import sys

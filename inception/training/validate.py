@@ -1,9 +1,10 @@
 """The one place every config field's type and range is checked.
 
-``check(config)`` runs first in ``experiment.setup``, before any data is
-loaded or any file is written, and raises one ``UserError`` naming the field,
-its value and what it accepts. Checks that need the data (class counts, split
-sizes) or the devices (batch divisibility) follow in ``experiment.setup``.
+``check(config)`` runs first in ``specs.read``, before any data is loaded or
+any file is written, and raises one ``UserError`` naming the field, its value
+and what it accepts. Checks that need the data (class counts, split sizes) or
+the devices (batch divisibility, where the kernels can run) follow in
+``experiment.setup``.
 """
 import math
 import numbers

@@ -1,5 +1,5 @@
 // oneDNN training-mode BatchNorm (+ ReLU) for XLA:CPU, as XLA FFI handlers
-// (inception/onednn.py).
+// (inception/kernels/onednn.py).
 //
 //   inception_onednn_batch_norm_fwd: (x, scale, shift) -> (y, mean, var, ws)
 //   inception_onednn_batch_norm_bwd: (x, mean, var, dy, scale, ws)

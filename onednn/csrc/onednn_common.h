@@ -177,13 +177,13 @@ const T& Cached(const std::string& key, Build build) {
 
 }  // namespace inception_onednn
 
-// What the library says of itself (set by setup.py); inception/onednn.py
+// What the library says of itself (set by onednn/setup.py); inception/kernels/onednn.py
 // checks both before it registers a handler.
 #ifndef INCEPTION_ONEDNN_ABI
-#error "build with setup.py: INCEPTION_ONEDNN_ABI is not defined"
+#error "build with onednn/setup.py: INCEPTION_ONEDNN_ABI is not defined"
 #endif
 #ifndef INCEPTION_JAXLIB_VERSION
-#error "build with setup.py: INCEPTION_JAXLIB_VERSION is not defined"
+#error "build with onednn/setup.py: INCEPTION_JAXLIB_VERSION is not defined"
 #endif
 
 #endif  // INCEPTION_CSRC_ONEDNN_COMMON_H_

@@ -1,4 +1,4 @@
-// oneDNN convolutions for XLA:CPU, as XLA FFI handlers (inception/onednn.py).
+// oneDNN convolutions for XLA:CPU, as XLA FFI handlers (inception/kernels/onednn.py).
 //
 // Three handlers, NHWC activations and HWIO kernels as in the rest of the
 // codebase; the operands are float32 or bfloat16 and accumulate in float32

@@ -1,4 +1,4 @@
-// oneDNN max pooling for XLA:CPU, as XLA FFI handlers (inception/onednn.py).
+// oneDNN max pooling for XLA:CPU, as XLA FFI handlers (inception/kernels/onednn.py).
 //
 //   inception_onednn_max_pool_fwd: x -> (y, workspace)
 //   inception_onednn_max_pool_bwd: (dy, workspace) -> dx
