@@ -56,9 +56,14 @@ def main():
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--json', action='store_true')
+  parser.add_argument('--blocks', default='',
+                      help='comma-separated stages, e.g. 3a,4e (default: all)')
   args = parser.parse_args()
+  wanted = set(filter(None, args.blocks.split(',')))
   rows = []
   for stage, widths, cin in block_inputs(args.width):
+    if wanted and stage not in wanted:
+      continue
     size = SIZES[stage]
     x = jax.random.normal(jax.random.key(1), (args.batch, size, size, cin))
     steps = {fuse: _step(layers.InceptionBlock(
