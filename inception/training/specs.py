@@ -104,11 +104,13 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   """The model part of a config (for tools that need only the model).
 
   A config saved by an older version gains today's fields first
-  (``workdir.with_added_fields``).
+  (``workdir.with_added_fields``); one that names only its model and input
+  (a tool's) computes in float32 on the kernels ``'auto'`` picks.
   """
   c = workdir.with_added_fields(config)
   return ModelSpec(str(c['model']['name']), tuple(c['model'].items()),
-                   str(c['dtype']), str(c['conv_impl']), int(c['image_size']),
+                   str(c.get('dtype', 'float32')),
+                   str(c.get('conv_impl', 'auto')), int(c['image_size']),
                    int(c['channels']), str(c['activation_dtype']))
 
 
