@@ -12,10 +12,14 @@ the ``:frontier`` recipe, train[:90%] / eval train[90%:]):
     bottleneck network's at each width (bisection on the FLOP accounting);
   * separable: the bottleneck module with depthwise-separable 3x3/5x5.
 
-Each family's peak learning rate is the best of ``LEARNING_RATES`` on the
-tuning sweep (``configs/sweeps/cifar10_frontier_lr.py``: one seed at
-its ``TUNING_WIDTH``, trained on train[:80%], chosen on train[80%:90%]),
-read from its finished runs; train[90%:] is touched only here. The
+Each family's peak learning rate is the best of its grid on the tuning
+sweep (``configs/sweeps/cifar10_frontier_lr.py``: one seed at its
+``TUNING_WIDTH``, trained on train[:80%], chosen on train[80%:90%]), read
+from its finished runs; train[90%:] is touched only here. Every family's
+grid starts as ``LEARNING_RATES`` and follows one rule: while its best lr
+sits at an edge of its grid, the grid gains the next factor of 2 past that
+edge (at most ``MAX_EXTENSIONS`` times), so a rerun of the tuning sweep
+trains the new points. The
 bottleneck and naive families also run ``LONG_EPOCHS`` epochs at their
 ``TUNING_WIDTH``, to show whether their difference still moves with a
 longer schedule.
@@ -38,7 +42,8 @@ WIDTHS = {'bottleneck': (0.078125, 0.125), 'naive': (0.078125, 0.125),
           'separable': (0.125, 0.1875)}
 # The lr grid's width per family, its cheapest; the long runs' too.
 TUNING_WIDTH = {family: widths[0] for family, widths in WIDTHS.items()}
-LEARNING_RATES = (0.1, 0.2, 0.4)  # each family's one-cycle peak, tuned
+LEARNING_RATES = (0.1, 0.2, 0.4)  # each family's one-cycle peak: the grid's start
+MAX_EXTENSIONS = 2  # factors of 2 a grid may grow past each edge
 SEEDS = (0, 1, 2)
 LONG_EPOCHS = 16  # twice the recipe's 8: does the difference still move?
 # Where the tuning sweep's runs are, relative to the repository root.
@@ -71,12 +76,65 @@ def family_overrides(config, family: str, width: float) -> dict:
   return _model(False, False, naive_width)
 
 
-def tuning_runs(config) -> list[tuple[str, float, dict]]:
-  """(family, peak lr, overrides) of every run of the lr tuning sweep."""
-  return [(family, lr, {**family_overrides(config, family,
-                                           TUNING_WIDTH[family]),
-                        'learning_rate': lr, 'seed': 0, **TUNING_SPLITS})
-          for family in FAMILIES for lr in LEARNING_RATES]
+def _tuning_overrides(model: dict, lr: float) -> dict:
+  return {**model, 'learning_rate': lr, 'seed': 0, **TUNING_SPLITS}
+
+
+def _score(root: str, overrides: dict) -> float | None:
+  """A tuning run's final accuracy on the tuning split; None: not finished."""
+  path = os.path.join(root, TUNING_DIR, sweep.run_name(overrides),
+                      'summary.json')
+  try:
+    with open(path) as f:
+      return float(json.load(f)['final_eval_accuracy'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def lr_grid(scores: dict[float, float | None]) -> tuple[float, ...]:
+  """A family's grid: ``LEARNING_RATES``, grown past any edge that wins.
+
+  Args:
+    scores: lr -> final tuning accuracy (None: not trained yet) of the
+      family's runs so far.
+
+  Returns:
+    The lrs to train, increasing. It grows only once every lr of the grid
+    so far has a score: by one factor of 2 past the best lr when that sits
+    at an edge (ties go to the smaller lr), at most ``MAX_EXTENSIONS`` times
+    past each end.
+  """
+  grid = sorted(LEARNING_RATES)
+  low = high = 0
+  while all(scores.get(lr) is not None for lr in grid):
+    best = max(grid, key=lambda lr: (scores[lr], -lr))
+    if best == grid[0] and low < MAX_EXTENSIONS:
+      grid.insert(0, grid[0] / 2)
+      low += 1
+    elif best == grid[-1] and high < MAX_EXTENSIONS:
+      grid.append(grid[-1] * 2)
+      high += 1
+    else:
+      break
+  return tuple(grid)
+
+
+def tuning_runs(config, root: str = '.') -> list[tuple[str, float, dict]]:
+  """(family, peak lr, overrides) of every run of the lr tuning sweep.
+
+  ``root``: the repository root the tuning runs are under (``TUNING_DIR``).
+  """
+  runs = []
+  for family in FAMILIES:
+    model = family_overrides(config, family, TUNING_WIDTH[family])
+    scores = {}
+    for lr in sorted(LEARNING_RATES) + [
+        b * 2.0**k for b in (min(LEARNING_RATES), max(LEARNING_RATES))
+        for k in range(-MAX_EXTENSIONS, MAX_EXTENSIONS + 1) if k]:
+      scores[lr] = _score(root, _tuning_overrides(model, lr))
+    runs += [(family, lr, _tuning_overrides(model, lr))
+             for lr in lr_grid(scores)]
+  return runs
 
 
 def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
@@ -85,21 +143,20 @@ def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
   Ties go to the smaller lr.
 
   Raises:
-    UserError: a tuning run is missing or unfinished.
+    UserError: a tuning run of the grid is missing or unfinished (the grid
+      may have grown: rerun the tuning sweep).
   """
-  scores = {}
-  for family, lr, overrides in tuning_runs(config):
-    path = os.path.join(root, TUNING_DIR, sweep.run_name(overrides),
-                        'summary.json')
-    try:
-      with open(path) as f:
-        scores[family, lr] = float(json.load(f)['final_eval_accuracy'])
-    except (OSError, ValueError, KeyError, TypeError):
+  best = {}
+  for family, lr, overrides in tuning_runs(config, root):
+    score = _score(root, overrides)
+    if score is None:
+      path = os.path.join(root, TUNING_DIR, sweep.run_name(overrides))
       raise UserError(
           f'the lr tuning run {path} is missing or unfinished: run the '
-          'tuning sweep first (make frontier runs both)') from None
-  return {family: max(LEARNING_RATES, key=lambda lr: (scores[family, lr], -lr))
-          for family in FAMILIES}
+          'tuning sweep first (make frontier runs both)')
+    if family not in best or (score, -lr) > best[family][0]:
+      best[family] = ((score, -lr), lr)
+  return {family: lr for family, (_, lr) in best.items()}
 
 
 def get_sweep(config):

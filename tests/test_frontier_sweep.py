@@ -1,0 +1,64 @@
+"""The frontier's lr tuning: every family's grid grows by one rule, then the best is read."""
+import json
+import os
+
+import pytest
+
+from configs import inception_cifar
+from configs.sweeps import cifar10_frontier as frontier
+from inception.errors import UserError
+from inception.sweeps import sweep
+
+
+def test_a_grid_whose_best_is_inside_stays_as_it_is():
+  assert frontier.lr_grid({0.1: 0.70, 0.2: 0.75, 0.4: 0.72}) == (0.1, 0.2, 0.4)
+
+
+def test_a_grid_grows_past_a_winning_edge_until_the_best_is_inside():
+  assert frontier.lr_grid({0.1: 0.70, 0.2: 0.75, 0.4: 0.76}) == (
+      0.1, 0.2, 0.4, 0.8)
+  assert frontier.lr_grid({0.1: 0.70, 0.2: 0.75, 0.4: 0.76, 0.8: 0.74}) == (
+      0.1, 0.2, 0.4, 0.8)
+  assert frontier.lr_grid({0.1: 0.74, 0.2: 0.73, 0.4: 0.6}) == (
+      0.05, 0.1, 0.2, 0.4)
+  # At most MAX_EXTENSIONS factors past an edge.
+  assert frontier.lr_grid({0.1: 0.5, 0.2: 0.6, 0.4: 0.7, 0.8: 0.8,
+                           1.6: 0.9}) == (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def test_a_grid_grows_only_once_every_point_is_trained():
+  assert frontier.lr_grid({0.1: 0.70, 0.2: None, 0.4: 0.76}) == (0.1, 0.2, 0.4)
+  assert frontier.lr_grid({}) == (0.1, 0.2, 0.4)
+
+
+def test_ties_go_to_the_smaller_lr():
+  assert frontier.lr_grid({0.1: 0.7, 0.2: 0.7, 0.4: 0.7}) == (
+      0.05, 0.1, 0.2, 0.4)
+
+
+def _finish(root, overrides, accuracy):
+  run = os.path.join(root, frontier.TUNING_DIR, sweep.run_name(overrides))
+  os.makedirs(run)
+  with open(os.path.join(run, 'summary.json'), 'w') as f:
+    json.dump({'final_eval_accuracy': accuracy}, f)
+
+
+def test_the_tuning_sweep_adds_the_grown_points_and_the_frontier_waits(
+    tmp_path):
+  config = inception_cifar.get_config('frontier')
+  root = str(tmp_path)
+  scores = {'bottleneck': {0.1: 0.76, 0.2: 0.784, 0.4: 0.786},
+            'naive': {0.1: 0.74, 0.2: 0.73, 0.4: 0.72},
+            'separable': {0.1: 0.70, 0.2: 0.72, 0.4: 0.71}}
+  for family, lr, overrides in frontier.tuning_runs(config, root):
+    _finish(root, overrides, scores[family][lr])
+  planned = {(f, lr) for f, lr, _ in frontier.tuning_runs(config, root)}
+  assert {(f, lr) for f, lr in planned if lr not in (0.1, 0.2, 0.4)} == {
+      ('bottleneck', 0.8), ('naive', 0.05)}
+  with pytest.raises(UserError, match='missing or unfinished'):
+    frontier.tuned_learning_rates(config, root)
+  for family, lr, overrides in frontier.tuning_runs(config, root):
+    if lr in (0.8, 0.05):
+      _finish(root, overrides, 0.70)
+  assert frontier.tuned_learning_rates(config, root) == {
+      'bottleneck': 0.4, 'naive': 0.1, 'separable': 0.2}
