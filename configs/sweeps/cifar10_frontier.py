@@ -119,22 +119,27 @@ def lr_grid(scores: dict[float, float | None]) -> tuple[float, ...]:
   return tuple(grid)
 
 
+def _grids(config, root: str):
+  """family -> (its tuning model overrides, its grid, lr -> score or None)."""
+  grids = {}
+  for family in FAMILIES:
+    model = family_overrides(config, family, TUNING_WIDTH[family])
+    scores = {lr: _score(root, _tuning_overrides(model, lr))
+              for lr in sorted(LEARNING_RATES) + [
+                  b * 2.0**k for b in (min(LEARNING_RATES), max(LEARNING_RATES))
+                  for k in range(-MAX_EXTENSIONS, MAX_EXTENSIONS + 1) if k]}
+    grids[family] = (model, lr_grid(scores), scores)
+  return grids
+
+
 def tuning_runs(config, root: str = '.') -> list[tuple[str, float, dict]]:
   """(family, peak lr, overrides) of every run of the lr tuning sweep.
 
   ``root``: the repository root the tuning runs are under (``TUNING_DIR``).
   """
-  runs = []
-  for family in FAMILIES:
-    model = family_overrides(config, family, TUNING_WIDTH[family])
-    scores = {}
-    for lr in sorted(LEARNING_RATES) + [
-        b * 2.0**k for b in (min(LEARNING_RATES), max(LEARNING_RATES))
-        for k in range(-MAX_EXTENSIONS, MAX_EXTENSIONS + 1) if k]:
-      scores[lr] = _score(root, _tuning_overrides(model, lr))
-    runs += [(family, lr, _tuning_overrides(model, lr))
-             for lr in lr_grid(scores)]
-  return runs
+  return [(family, lr, _tuning_overrides(model, lr))
+          for family, (model, grid, _) in _grids(config, root).items()
+          for lr in grid]
 
 
 def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
@@ -147,16 +152,16 @@ def tuned_learning_rates(config, root: str = '.') -> dict[str, float]:
       may have grown: rerun the tuning sweep).
   """
   best = {}
-  for family, lr, overrides in tuning_runs(config, root):
-    score = _score(root, overrides)
-    if score is None:
-      path = os.path.join(root, TUNING_DIR, sweep.run_name(overrides))
-      raise UserError(
-          f'the lr tuning run {path} is missing or unfinished: run the '
-          'tuning sweep first (make frontier runs both)')
-    if family not in best or (score, -lr) > best[family][0]:
-      best[family] = ((score, -lr), lr)
-  return {family: lr for family, (_, lr) in best.items()}
+  for family, (model, grid, scores) in _grids(config, root).items():
+    for lr in grid:
+      if scores[lr] is None:
+        path = os.path.join(root, TUNING_DIR,
+                            sweep.run_name(_tuning_overrides(model, lr)))
+        raise UserError(
+            f'the lr tuning run {path} is missing or unfinished: run the '
+            'tuning sweep first (make frontier runs both)')
+    best[family] = max(grid, key=lambda lr, s=scores: (s[lr], -lr))
+  return best
 
 
 def get_sweep(config):

@@ -34,9 +34,6 @@ from inception.errors import UserError
 from inception.kernels import gemm, onednn, xla_cpu
 
 IMPLS = ('auto', 'xla', 'gemm', 'onednn')
-# How kxk convolutions run: XLA's, im2col GEMMs, per layer where im2col pays
-# on XLA:CPU, or oneDNN's.
-_CONVS = ('xla', 'im2col', 'per_layer', 'onednn')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +142,8 @@ def platform() -> str:
   return jax.default_backend()
 
 
-def _onednn_runs(impl: str, devices: int) -> bool:
+def _onednn_runs(impl: str, devices: int, on_cpu: bool) -> bool:
   """Whether ``impl`` runs on oneDNN here; refuses what cannot run."""
-  on_cpu = platform() == 'cpu'
   if impl == 'onednn':
     if not onednn.available():
       raise UserError(onednn_unavailable_message())
@@ -217,8 +213,8 @@ def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
     raise UserError(f'config.conv_impl must be one of {", ".join(IMPLS)}, '
                     f'got {conv_impl!r}')
   devices = jax.device_count() if devices is None else devices
-  on_onednn = _onednn_runs(conv_impl, devices)
   cpu = platform() == 'cpu'
+  on_onednn = _onednn_runs(conv_impl, devices, cpu)
   if on_onednn:
     convs = 'onednn'
   elif conv_impl == 'gemm':

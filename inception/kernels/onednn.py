@@ -174,9 +174,8 @@ def warn_unavailable() -> None:
   """
   if jax.default_backend() != 'cpu':
     return
-  why = unavailable_reason()
-  if why and (_builds_here() or (library_path()
-                              and os.path.exists(library_path()))):
+  why, path = unavailable_reason(), library_path()
+  if why and (_builds_here() or (path and os.path.exists(path))):
     logging.warning("oneDNN kernels off (%s): using XLA's. Build them with "
                     '%s.', why, HOW_TO_BUILD)
 

@@ -16,7 +16,6 @@ from inception.kernels.backend import XLA, Kernels
 from inception.models.layers import (ConvBN, Dense, InceptionBlock, InceptionWidths,
                               MlpConv, global_avg_pool, scale_width)
 
-Dtype = Any
 
 
 # Table 1 of Szegedy et al. 2014: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
