@@ -40,7 +40,8 @@ import numpy as np
 
 from configs import quickstart
 from inception.models import flops
-from inception.training import build, experiment, sharding, specs, loop
+from inception import data
+from inception.training import build, experiment, specs, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -135,7 +136,7 @@ def _step_runner(config):
   shape = specs.model_spec(config).input_shape
   rs = np.random.default_rng(0)
   b = config.batch_size
-  batch = sharding.global_batch(
+  batch = data.global_batch(
       {'image': rs.integers(0, 256, (b, *shape), dtype=np.uint8),
        'label': rs.integers(0, 10, (b,), dtype=np.int32)}, exp.batch_sharding)
   holder = [state]

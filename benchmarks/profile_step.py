@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from benchmarks import throughput
-from inception.training import experiment, sharding, specs
+from inception import data
+from inception.training import experiment, specs
 
 # Checked in this order: a backward GEMM inside BatchNorm's scope cannot
 # happen, but an im2col GEMM sits inside both 'im2col' and 'gemm' scopes.
@@ -108,7 +109,7 @@ def profile(args) -> dict:
   labels = rng.integers(0, 10, config.batch_size).astype(np.int32)
   exp = experiment.setup(specs.read(config))
   state = exp.init_state()
-  batch = sharding.global_batch({'image': images, 'label': labels},
+  batch = data.global_batch({'image': images, 'label': labels},
                                 exp.batch_sharding)
   step = exp.train_step.lower(state, batch, exp.dropout_rng).compile()
   names = op_names(step.as_text())

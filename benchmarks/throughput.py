@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception.models import flops
-from inception.training import build, experiment, sharding, specs
+from inception import data
+from inception.training import build, experiment, specs
 
 CONFIGS = {'nin_cifar': 'nin_cifar', 'nin_cifar_tiny': 'nin_cifar',
            'googlenet_cifar': 'inception_cifar',
@@ -126,7 +127,7 @@ def jax_runner(config, images, labels):
   state = exp.init_state()
   host = jax.device_get({'params': state.params,
                          'batch_stats': state.batch_stats})
-  batch = sharding.global_batch({'image': images, 'label': labels},
+  batch = data.global_batch({'image': images, 'label': labels},
                                 exp.batch_sharding)
   holder = [state]
 

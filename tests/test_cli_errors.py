@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import CONFIG, REPO, quick_config
-from inception.training import identity, loop
+from inception.training import identity, loop, specs
 
 QUICK = 'configs/quickstart.py'
 
@@ -67,7 +67,7 @@ def _cases(tmp):
   os.makedirs(f'{tmp}/no_config_run/checkpoints/10')
   os.makedirs(f'{tmp}/deleted_key/checkpoints/10')
   with open(f'{tmp}/deleted_key/config.json', 'w') as f:
-    deleted = identity.saved_config(quick_config_of(QUICK))
+    deleted = specs.saved_config(quick_config_of(QUICK))
     del deleted['seed']
     json.dump(deleted, f)
   w = f'{tmp}/w'  # must never be created by a failing command

@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from conftest import CONFIG, quick_config, run_cli
-from inception.training import loop
+from inception.training import loop, metrics
 from inception.errors import TrainingError
 
 
@@ -52,7 +52,7 @@ def test_an_error_while_tracing_stops_the_trace(tmp_path, monkeypatch):
     if len(calls) == 3:
       raise TrainingError('injected')
 
-  monkeypatch.setattr(loop, '_check_finite', failing)
+  monkeypatch.setattr(metrics, 'check_finite', failing)
   with pytest.raises(TrainingError, match='injected'):
     loop.train_and_evaluate(quick_config(), workdir, profile_steps=5)
   assert _traces(workdir)

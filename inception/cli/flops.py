@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from inception.cli import app
 from inception.models import flops
-from inception.training import build, specs, validate
+from inception.training import build, specs
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 flags.DEFINE_bool('compare', False, 'Bottleneck and naive side by side.')
@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  validate.check(FLAGS.config)
+  specs.check(FLAGS.config)
   model = specs.model_spec(FLAGS.config)
   shape, name = model.input_shape, model.name
   build.check_input_size(build.model(model), model)

@@ -1,4 +1,8 @@
-"""The data API: a parsed `DataSpec` -> dataset info and per-host batches.
+"""The data API: a parsed `DataSpec` -> dataset info and batches.
+
+Batches are this host's slice as numpy arrays, or, given a ``sharding``,
+global ``jax.Array``s over every device of every process (as big_vision's
+input pipeline hands the trainer global arrays).
 
 `parse(config)` reads and checks the config's data fields once (see
 `inception.data.sources` for what `config.dataset` may name); everything else
@@ -11,6 +15,7 @@ import dataclasses
 import functools
 from typing import Iterator
 
+import jax
 import numpy as np
 
 from inception.data import pipeline, sources, transforms
@@ -87,9 +92,21 @@ def _local_batch(spec: DataSpec, process_index: int, process_count: int):
   return b // process_count
 
 
+def global_batch(local: dict, sharding: jax.sharding.Sharding) -> dict:
+  """Assembles each process's slice of a batch into global jax.Arrays."""
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local.items()}
+
+
+def _on_devices(batches: Iterator[dict], sharding) -> Iterator[dict]:
+  for local in batches:
+    yield global_batch(local, sharding)
+
+
 def train_batches(spec: DataSpec, *, start_step: int = 0,
-                  process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict]:
+                  process_index: int = 0, process_count: int = 1,
+                  sharding: jax.sharding.Sharding | None = None
+                  ) -> Iterator[dict]:
   """Infinite train stream for this process, starting at `start_step`.
 
   Step s is batch s % steps_per_epoch of epoch s // steps_per_epoch, whose
@@ -98,8 +115,13 @@ def train_batches(spec: DataSpec, *, start_step: int = 0,
   global batch (in-memory) or its own shard (streamed).
 
   Returns:
-    Iterator of {'image': uint8 [B/P, H, W, C], 'label': int32 [B/P]}.
+    Iterator of {'image': uint8 [B/P, H, W, C], 'label': int32 [B/P]}; with
+    a ``sharding``, of global batches [B, ...] laid out by it.
   """
+  if sharding is not None:
+    return _on_devices(train_batches(
+        spec, start_step=start_step, process_index=process_index,
+        process_count=process_count), sharding)
   c, local = spec.source, _local_batch(spec, process_index, process_count)
   split = sources.open_split(spec, spec.train_split)
   if split.builder:
@@ -115,15 +137,20 @@ def train_batches(spec: DataSpec, *, start_step: int = 0,
 
 
 def eval_batches(spec: DataSpec, split: str | None = None, *,
-                 process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict]:
+                 process_index: int = 0, process_count: int = 1,
+                 sharding: jax.sharding.Sharding | None = None
+                 ) -> Iterator[dict]:
   """One pass over `split` (default spec.eval_split), padded to full batches.
 
   Returns:
     Iterator of {'image': uint8 [B/P, H, W, C], 'label': int32 [B/P],
     'mask': bool [B/P]}, mask False on padding. Process p gets slice p of
-    every global batch (in-memory) or its own shard (streamed).
+    every global batch (in-memory) or its own shard (streamed). With a
+    ``sharding``, global batches [B, ...] laid out by it.
   """
+  if sharding is not None:
+    return _on_devices(eval_batches(spec, split, process_index=process_index,
+                                    process_count=process_count), sharding)
   c, local = spec.source, _local_batch(spec, process_index, process_count)
   name = split or spec.eval_split
   if not name:

@@ -636,7 +636,7 @@ def check_rerun(workdir: str, config_arg: str, extra: list[str],
                                 f'{extra}')
     _refuse(workdir, changes)
     return None
-  requested = identity.saved_config(base)
+  requested = specs.saved_config(base)
   if isinstance(old.get('resolved'), dict):
     for k, (a, b) in _result_changes(old['resolved'], requested).items():
       changes[k] = f'{k}: {a!r} -> {b!r}'
@@ -646,7 +646,7 @@ def check_rerun(workdir: str, config_arg: str, extra: list[str],
       if not (isinstance(override, str) and override.startswith('--config.')):
         continue
       try:  # its value, read as this config's field reads it
-        value = identity.saved_config(resolve_config(config_arg, [override]))
+        value = specs.saved_config(resolve_config(config_arg, [override]))
       except UserError:
         continue  # a field the config no longer has, or a torn override
       field = _field_of(override)
@@ -661,7 +661,7 @@ def check_rerun(workdir: str, config_arg: str, extra: list[str],
       continue
     run_config = resolve_config(config_arg, extra + run.override_flags())
     diff = _result_changes(workdir_lib.read_config(path),
-                           identity.saved_config(run_config))
+                           specs.saved_config(run_config))
     for k, (a, b) in diff.items():
       changes.setdefault(k, f'{k}: {a!r} -> {b!r}')
     if diff:

@@ -60,7 +60,7 @@ def learning_rate_fn(spec: OptimizerSpec, steps_per_epoch: int):
         spec.decay_rate, staircase=True)
   elif spec.schedule == 'constant':
     decay = optax.constant_schedule(lr)
-  else:  # validate.check rejects it first.
+  else:  # specs.check rejects it first.
     raise ValueError(f'unknown schedule {spec.schedule!r}')
   if warmup <= 0:
     return decay
@@ -90,7 +90,7 @@ def optimizer(spec: OptimizerSpec, lr) -> optax.GradientTransformation:
     tx = optax.adamw(lr, b1=spec.momentum, weight_decay=spec.weight_decay,
                      mask=decay_mask)
   else:
-    raise ValueError(f'unknown optimizer {spec.name!r}')  # validate rejects it
+    raise ValueError(f'unknown optimizer {spec.name!r}')  # specs.check rejects it
   if spec.grad_clip_norm > 0:  # without it, the optimizer state is as before
     tx = optax.chain(optax.clip_by_global_norm(spec.grad_clip_norm), tx)
   return tx

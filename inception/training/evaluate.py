@@ -8,7 +8,7 @@ from absl import logging
 
 from inception import data
 from inception.data import sources
-from inception.training import (checkpoint, experiment, identity, sharding,
+from inception.training import (checkpoint, experiment, identity,
                                 specs, workdir as workdir_lib)
 from inception.errors import UserError
 
@@ -25,10 +25,11 @@ def run(exp: experiment.Experiment, state, split: str | None = None) -> dict:
     first batch, which includes compilation).
   """
   sums, timed_examples = None, 0
-  for local in data.eval_batches(exp.specs.data, split,
+  for batch in data.eval_batches(exp.specs.data, split,
                                  process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    out = exp.eval_step(state, sharding.global_batch(local, exp.batch_sharding))
+                                 process_count=jax.process_count(),
+                                 sharding=exp.batch_sharding):
+    out = exp.eval_step(state, batch)
     if sums is None:
       sums = jax.block_until_ready(out)
       start = time.perf_counter()

@@ -4,6 +4,7 @@ Shared by training (``inception.training.loop``) and evaluation (``inception.tra
 so that both compile the same model and steps with the same shardings.
 """
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -26,28 +27,24 @@ class Experiment:
   steps_per_epoch: int
   total_steps: int
   tx: Any
-  train_step: Callable
-  eval_step: Callable
+  train_step: Callable  # (state, batch, dropout_rng) -> (state, metrics)
+  eval_step: Callable  # (state, batch) -> summed metrics
+  new_state: Callable  # initial variables -> TrainState (EMA or not)
 
   def init_state(self) -> steps.TrainState:
     """A fresh, replicated train state from the run's seed."""
     variables = models.init_variables(
         self.model, self.specs.model.input_shape, self.init_rng,
         out_shardings=self.replicated)
-    return jax.jit(self._train_state, out_shardings=self.replicated)(variables)
+    return jax.jit(self.new_state, out_shardings=self.replicated)(variables)
 
   def abstract_state(self):
     """Shapes, dtypes and shardings of the train state, for restoring into."""
     x = jnp.zeros((1, *self.specs.model.input_shape), jnp.float32)
-    shapes = jax.eval_shape(lambda: self._train_state(
+    shapes = jax.eval_shape(lambda: self.new_state(
         self.model.init(self.init_rng, x, train=False)))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
         a.shape, a.dtype, sharding=self.replicated), shapes)
-
-  def _train_state(self, variables) -> steps.TrainState:
-    """The state class this run keeps (with an EMA or not), from ``variables``."""
-    return steps.create_train_state(self.model, self.tx, variables,
-                                    ema=self.specs.loop.ema_decay > 0)
 
   @property
   def init_rng(self):
@@ -72,12 +69,6 @@ def setup(s: specs.Specs) -> Experiment:
   Raises:
     UserError: a bad field, model, dataset or batch size.
   """
-  sharding.check_batch_size(s.data.batch_size)
-  micro = s.data.batch_size // s.loop.grad_accum_steps
-  if s.loop.grad_accum_steps > 1 and micro % jax.device_count():
-    raise UserError(f'a micro-batch of batch_size / grad_accum_steps = {micro} '
-                    f'does not split over {jax.device_count()} devices; '
-                    'change --config.grad_accum_steps or --config.batch_size')
   # Kernels resolved once, for the mesh's devices; a bad name, option or
   # kernel choice fails before data loads.
   model = build.model(s.model, devices=jax.device_count())
@@ -93,6 +84,8 @@ def setup(s: specs.Specs) -> Experiment:
   steps_per_epoch = data.steps_per_epoch(s.data, info.num_train_examples)
   lr = build.learning_rate_fn(s.optimizer, steps_per_epoch)
   tx = build.optimizer(s.optimizer, lr)
+  total_steps = build.total_steps(s.optimizer, steps_per_epoch)
+  sharding.check_batch_size(s.data.batch_size, s.loop.grad_accum_steps)
   mesh = sharding.make_mesh()
   batch, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   common = dict(mean=info.mean, std=info.std, num_classes=info.num_classes)
@@ -107,6 +100,7 @@ def setup(s: specs.Specs) -> Experiment:
   eval_step = jax.jit(steps.make_eval_step(model, flip=s.loop.eval_flip,
                                            **common),
                       in_shardings=(repl, batch), out_shardings=repl)
+  new_state = functools.partial(steps.create_train_state, model, tx,
+                                ema=s.loop.ema_decay > 0)
   return Experiment(s, info, model, mesh, batch, repl, steps_per_epoch,
-                    build.total_steps(s.optimizer, steps_per_epoch), tx,
-                    train_step, eval_step)
+                    total_steps, tx, train_step, eval_step, new_state)

@@ -5,12 +5,10 @@ resume (or a re-run of a finished run) may change only fields that do not
 change the result: how often to log, evaluate and save, and how many
 checkpoints to keep. Any other difference (model, data, splits, batch,
 schedule, optimizer, seed, dtype, ...) is refused in one line naming each
-field with its saved and requested values. Paths are stored absolute, so
-``eval.py`` finds the data from any directory.
+field with its saved and requested values (``specs.saved_config`` writes
+the identity).
 """
 import os
-
-import ml_collections
 
 from inception.training import workdir as workdir_lib
 from inception.errors import UserError
@@ -18,22 +16,6 @@ from inception.errors import UserError
 # Fields a resume may change: cadence and retention, never the result.
 MUTABLE = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
            'keep_checkpoints', 'stuck_windows', 'stop_when_stuck')
-_PATHS = ('data_dir', 'init_from')
-
-
-def _absolute(path: str) -> str:
-  return os.path.abspath(os.path.expanduser(path)) if path else path
-
-
-def saved_config(config: ml_collections.ConfigDict) -> dict:
-  """The config as saved in ``config.json``: paths made absolute."""
-  d = config.to_dict()
-  if isinstance(d.get('dataset'), str) and d['dataset'].startswith('folder:'):
-    d['dataset'] = 'folder:' + _absolute(d['dataset'][len('folder:'):])
-  for key in _PATHS:
-    if isinstance(d.get(key), str):
-      d[key] = _absolute(d[key])
-  return d
 
 
 def flatten(d: dict, prefix: str = '') -> dict:
@@ -62,8 +44,8 @@ def check_resume(requested: dict, workdir: str, has_checkpoint: bool) -> dict:
   """Refuses a resume that would change the run; returns the allowed changes.
 
   Args:
-    requested: the requested config as it would be saved (``saved_config``,
-      ``Specs.identity``).
+    requested: the requested config as it would be saved (``Specs.identity``,
+      ``specs.saved_config``).
     workdir: the run's workdir.
     has_checkpoint: whether the workdir holds a checkpoint (a run with none,
       and no summary, has trained nothing yet and may start over freely).

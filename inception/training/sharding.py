@@ -160,16 +160,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(batch_size: int, name: str = 'batch_size'):
-  """The global batch must split evenly over all devices of all processes."""
+def check_batch_size(batch_size: int, accum_steps: int = 1):
+  """The global batch, and each micro-batch of it, must split over all devices.
+
+  Raises:
+    UserError: ``batch_size`` (or ``batch_size / accum_steps``) is not a
+      positive multiple of the device count of all processes.
+  """
   n = jax.device_count()
   if batch_size <= 0 or batch_size % n:
-    raise UserError(f'{name}={batch_size} must be a positive multiple of the '
-                    f'device count ({n} devices over {jax.process_count()} '
-                    f'processes); set --config.{name} to a multiple of {n}')
-
-
-def global_batch(local: dict, sharding: NamedSharding) -> dict:
-  """Assembles each process's slice of the batch into global jax.Arrays."""
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local.items()}
+    raise UserError(f'batch_size={batch_size} must be a positive multiple of '
+                    f'the device count ({n} devices over '
+                    f'{jax.process_count()} processes); set '
+                    f'--config.batch_size to a multiple of {n}')
+  micro = batch_size // accum_steps
+  if accum_steps > 1 and micro % n:
+    raise UserError(f'a micro-batch of batch_size / grad_accum_steps = {micro} '
+                    f'does not split over {n} devices; '
+                    'change --config.grad_accum_steps or --config.batch_size')

@@ -71,9 +71,8 @@ def create_train_state(model, tx: optax.GradientTransformation, variables,
 def normalize(images, mean, std):
   """uint8 images on [0, 255] -> standardised float32 (per channel).
 
-  The model casts them to its activation dtype (``inception.kernels.backend.activation_dtype``:
-  bf16 only on oneDNN with BatchNorm; elsewhere a bfloat16 model casts only
-  its GEMM operands).
+  The model casts them to its activation dtype (the policy of
+  ``inception.kernels.backend.activation_dtype``).
   """
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
