@@ -11,13 +11,15 @@ tabulates every run folder under a directory, one row each (this is how
   python benchmarks/time_to_accuracy.py --workdir /tmp/c --minutes 10,20,30
   python benchmarks/time_to_accuracy.py --runs results/cpu_time_to_accuracy \\
       --minutes 5,10,15,20
+  python benchmarks/time_to_accuracy.py --runs results/nin_cpu \\
+      --minutes 15,30,45 --plot results/nin_cpu/curve.png --target 0.85
 """
 import argparse
 import json
 import os
 import sys
 
-from inception.sweeps import time_to_accuracy
+from inception.sweeps import plots, time_to_accuracy
 
 
 def main():
@@ -27,12 +29,21 @@ def main():
   where.add_argument('--runs', help='a folder of training runs: one row each')
   parser.add_argument('--minutes', default='10,20,30')
   parser.add_argument('--json', action='store_true')
+  parser.add_argument('--plot', help='with --runs: also draw every run\'s '
+                      'accuracy against wall time into this PNG')
+  parser.add_argument('--target', type=float,
+                      help='with --plot: an accuracy to mark on the figure')
   args = parser.parse_args()
   minutes = [float(m) for m in args.minutes.split(',')]
+  if args.plot and not args.runs:
+    sys.exit('error: --plot draws a folder of runs: pass --runs')
   if args.runs:
     if not os.path.isdir(args.runs):
       sys.exit(f'error: {args.runs} is not a folder of training runs')
     print(time_to_accuracy.runs_table(args.runs, minutes), end='')
+    if args.plot:
+      plots.plot_run_curves(time_to_accuracy.run_curves(args.runs), args.plot,
+                            target=args.target)
     return
   points = time_to_accuracy.eval_curve(args.workdir)
   if not points:

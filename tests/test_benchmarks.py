@@ -31,3 +31,17 @@ def test_kernel_benchmarks_run_at_toy_sizes(argv):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads(proc.stdout), proc.stdout[-500:]
+
+
+def test_init_scale_shows_why_the_paper_nin_is_fragile():
+  """He init: a loss above chance and large gradients; a small fixed std: no signal."""
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.init_scale',
+                         '--batch', '4', '--json'], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  by_init = {r['init']: r for r in json.loads(proc.stdout)}
+  assert set(by_init) == {'he', 'lecun', 'gaussian0.05', 'gaussian0.01'}
+  assert len(by_init['he']['layers']) == 9
+  assert by_init['he']['grad_norm'] > 10 * by_init['lecun']['grad_norm']
+  assert by_init['gaussian0.01']['logit_std'] < 1e-5
+  assert abs(by_init['gaussian0.01']['loss'] - 2.302585) < 1e-3

@@ -56,6 +56,20 @@ def test_nin_without_1x1_layers_keeps_only_the_classifier_1x1():
                    'mlpconv3': ['cccp1', 'conv0']}
 
 
+def test_nin_configs_keep_the_paper_network_unless_asked():
+  from configs import nin_cifar  # pylint: disable=g-import-not-at-top
+  paper, cpu = nin_cifar.get_config(), nin_cifar.get_config('cpu')
+  assert not paper.model.use_bn and paper.model.bottleneck
+  assert cpu.model.use_bn and cpu.dtype == 'bfloat16'
+  assert not nin_cifar.get_config('naive,cpu').model.bottleneck
+  with pytest.raises(ValueError, match='unknown config args'):
+    nin_cifar.get_config('batchnorm')
+  # BatchNorm's scale and bias replace each convolution's bias: one more
+  # parameter per channel.
+  channels = 192 + 160 + 96 + 192 + 192 + 192 + 192 + 192 + 10
+  assert param_count('nin_cifar', use_bn=True) == 966_986 + channels
+
+
 def test_googlenet_has_table1_blocks_and_aux_heads():
   model = models.get_model('googlenet', aux_logits=True)
   x = jnp.zeros((1, 224, 224, 3))

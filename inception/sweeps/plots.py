@@ -174,3 +174,28 @@ def plot_frontier(families, epochs, path=None, axes=None, note: str = ''):
   if fig is not None:
     fig.tight_layout(rect=(0, 0.07 if note else 0, 1, 1))
     fig.savefig(path, dpi=120)
+
+
+def plot_run_curves(curves, path=None, ax=None, target: float | None = None):
+  """Eval accuracy against wall-clock minutes, one line per run.
+
+  Args:
+    curves: run name -> ``time_to_accuracy.eval_curve`` points.
+    path: PNG to write when ``ax`` is None.
+    ax: draw into this axes instead.
+    target: an accuracy to mark with a dashed line (e.g. a recipe's goal).
+  """
+  with _figure(path, ax, (7, 4.5)) as ax:
+    for name, points in sorted(curves.items()):
+      ax.plot([p['wall_s'] / 60 for p in points],
+              [p['accuracy'] for p in points], marker='o', markersize=3,
+              label=name)
+    if target is not None:
+      ax.axhline(target, color='0.4', linestyle='--', linewidth=1,
+                 label=f'{target:g}')
+    ax.set_xlabel('wall time since start (min)')
+    ax.set_ylabel('eval accuracy')
+    ax.set_title('Accuracy vs wall time')
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize='small')
+    _accuracy_axis(ax)

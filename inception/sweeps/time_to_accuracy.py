@@ -35,6 +35,14 @@ def _cell(point: dict | None) -> str:
   return f"{point['accuracy']:.4f} ({point['wall_s'] / 60:.1f} min)"
 
 
+def run_curves(root: str) -> dict[str, list[dict]]:
+  """Every run folder under ``root`` (with metrics) -> its ``eval_curve``."""
+  return {name: eval_curve(os.path.join(root, name))
+          for name in sorted(os.listdir(root))
+          if os.path.isfile(workdir_lib.path(os.path.join(root, name),
+                                             workdir_lib.METRICS))}
+
+
 def runs_table(root: str, minutes: list[float]) -> str:
   """Markdown: one row per run folder under ``root`` (sorted by name).
 
@@ -44,11 +52,7 @@ def runs_table(root: str, minutes: list[float]) -> str:
   head = (['run'] + [f'{m:g} min' for m in minutes] +
           [f'best within {max(minutes):g} min', 'end of the run'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for name in sorted(os.listdir(root)):
-    run = os.path.join(root, name)
-    if not os.path.isfile(workdir_lib.path(run, workdir_lib.METRICS)):
-      continue
-    points = eval_curve(run)
+  for name, points in run_curves(root).items():
     cells = [_cell(r) for r in at_budgets(points, minutes)]
     within = [p for p in points if p['wall_s'] <= 60 * max(minutes)]
     best = max(within, key=lambda p: p['accuracy']) if within else None
