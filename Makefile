@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-gpu install-tpu test demo flops clean ablation frontier memcheck
+.PHONY: install install-gpu install-tpu test demo flops clean ablation frontier nin-ablation memcheck
 
 $(STAMP): requirements.txt requirements-common.txt requirements-test.txt requirements-cluster.txt \
     constraints.txt pyproject.toml onednn/setup.py onednn/pyproject.toml \
@@ -76,6 +76,17 @@ frontier: install
 	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
 	    --sweep configs/sweeps/cifar10_frontier.py \
 	    --workdir results/cifar10_frontier --config.dataset=$(DATASET) || $(NO_CIFAR10)
+
+# The NiN ablation, the same protocol over two NiN families (with and without
+# the hidden 1x1 layers; configs/sweeps/nin_ablation.py): lr tuning, then the
+# final runs; both resumable.
+nin-ablation: install
+	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
+	    --sweep configs/sweeps/nin_ablation_lr.py \
+	    --workdir results/nin_ablation_lr --config.dataset=$(DATASET) || $(NO_CIFAR10)
+	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
+	    --sweep configs/sweeps/nin_ablation.py \
+	    --workdir results/nin_ablation --config.dataset=$(DATASET) || $(NO_CIFAR10)
 
 # Every oneDNN handler at small shapes under valgrind's memcheck (~25 min on
 # 2 cores); fails on any error inside oneDNN or the handlers.

@@ -1,13 +1,13 @@
-"""The frontier's lr tuning: every family's grid grows by one rule, then the best is read."""
+"""Frontier sweeps' lr tuning: every family's grid grows by one rule, then the best is read."""
 import json
 import os
 
 import pytest
 
 from configs import inception_cifar
-from configs.sweeps import cifar10_frontier as frontier
+from configs.sweeps import cifar10_frontier
 from inception.errors import UserError
-from inception.sweeps import sweep
+from inception.sweeps import frontier, sweep
 
 
 def test_a_grid_whose_best_is_inside_stays_as_it_is():
@@ -21,7 +21,7 @@ def test_a_grid_grows_past_a_winning_edge_until_the_best_is_inside():
       0.1, 0.2, 0.4, 0.8)
   assert frontier.lr_grid({0.1: 0.74, 0.2: 0.73, 0.4: 0.6}) == (
       0.05, 0.1, 0.2, 0.4)
-  # At most MAX_EXTENSIONS factors past an edge.
+  # At most max_extensions (2) factors past an edge.
   assert frontier.lr_grid({0.1: 0.5, 0.2: 0.6, 0.4: 0.7, 0.8: 0.8,
                            1.6: 0.9}) == (0.1, 0.2, 0.4, 0.8, 1.6)
 
@@ -37,7 +37,7 @@ def test_ties_go_to_the_smaller_lr():
 
 
 def _finish(root, overrides, accuracy):
-  run = os.path.join(root, frontier.TUNING_DIR, sweep.run_name(overrides))
+  run = os.path.join(root, cifar10_frontier.TUNING_DIR, sweep.run_name(overrides))
   os.makedirs(run)
   with open(os.path.join(run, 'summary.json'), 'w') as f:
     json.dump({'final_eval_accuracy': accuracy}, f)
@@ -50,15 +50,45 @@ def test_the_tuning_sweep_adds_the_grown_points_and_the_frontier_waits(
   scores = {'bottleneck': {0.1: 0.76, 0.2: 0.784, 0.4: 0.786},
             'naive': {0.1: 0.74, 0.2: 0.73, 0.4: 0.72},
             'separable': {0.1: 0.70, 0.2: 0.72, 0.4: 0.71}}
-  for family, lr, overrides in frontier.tuning_runs(config, root):
+  for family, lr, overrides in cifar10_frontier.tuning_runs(config, root):
     _finish(root, overrides, scores[family][lr])
-  planned = {(f, lr) for f, lr, _ in frontier.tuning_runs(config, root)}
+  planned = {(f, lr) for f, lr, _ in cifar10_frontier.tuning_runs(config, root)}
   assert {(f, lr) for f, lr in planned if lr not in (0.1, 0.2, 0.4)} == {
       ('bottleneck', 0.8), ('naive', 0.05)}
   with pytest.raises(UserError, match='missing or unfinished'):
-    frontier.tuned_learning_rates(config, root)
-  for family, lr, overrides in frontier.tuning_runs(config, root):
+    cifar10_frontier.tuned_learning_rates(config, root)
+  for family, lr, overrides in cifar10_frontier.tuning_runs(config, root):
     if lr in (0.8, 0.05):
       _finish(root, overrides, 0.70)
-  assert frontier.tuned_learning_rates(config, root) == {
+  assert cifar10_frontier.tuned_learning_rates(config, root) == {
       'bottleneck': 0.4, 'naive': 0.1, 'separable': 0.2}
+
+
+def test_the_nin_ablation_is_a_frontier_of_two_families_at_equal_macs(
+    tmp_path):
+  from configs import nin_cifar  # pylint: disable=g-import-not-at-top
+  from configs.sweeps import nin_ablation  # pylint: disable=g-import-not-at-top
+  from inception.models import budget  # pylint: disable=g-import-not-at-top
+  config = nin_cifar.get_config('ablation')
+  root = str(tmp_path)
+  tuning = nin_ablation.tuning_runs(config, root)
+  assert [(f, lr) for f, lr, _ in tuning] == [
+      (f, lr) for f in ('mlpconv', 'plain') for lr in (0.1, 0.2, 0.4)]
+  for family, lr, overrides in tuning:
+    run = os.path.join(root, nin_ablation.TUNING_DIR, sweep.run_name(overrides))
+    os.makedirs(run)
+    with open(os.path.join(run, 'summary.json'), 'w') as f:
+      json.dump({'final_eval_accuracy': {0.1: 0.7, 0.2: 0.8, 0.4: 0.75}[lr]},
+                f)
+  assert nin_ablation.tuned_learning_rates(config, root) == {
+      'mlpconv': 0.2, 'plain': 0.2}
+  runs = nin_ablation.FRONTIER.final_runs(config, root)
+  assert len(runs) == 2 * 2 * 3
+  macs = lambda r: budget.macs('nin_cifar', (32, 32, 3),
+                               bottleneck=r['model.bottleneck'],
+                               width=r['model.width'])
+  for mlpconv, plain in zip(runs[::2], runs[1::2]):
+    assert mlpconv['model.bottleneck'] and not plain['model.bottleneck']
+    assert plain['model.width'] < mlpconv['model.width']
+    assert abs(macs(plain) / macs(mlpconv) - 1) < budget.TOLERANCE
+    assert plain['train_split'] == 'train[:90%]' == mlpconv['train_split']
