@@ -7,7 +7,7 @@ every layer's output std and fraction of zeros (dead ReLUs), the logits'
 spread, the loss and the global gradient norm: what decides whether the first
 steps can move the network off the chance loss, log(10).
 
-  python benchmarks/init_scale.py [--batch 32] [--json]
+  python benchmarks/init_scale.py [--batch 32] [--no_classifier_relu] [--json]
 
 Inits: ``he`` (variance 2/fan_in, the one ``models.layers`` uses), ``lecun``
 (variance 1/fan_in, flax's ``nn.Conv`` default) and fixed Gaussians of std
@@ -44,9 +44,10 @@ def reinit(params, std_of_fan_in, key):
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def measure(name: str, batch: int, seed: int = 0) -> dict:
+def measure(name: str, batch: int, seed: int = 0,
+            classifier_relu: bool = True) -> dict:
   """Layer statistics, loss and gradient norm of NiN under one init."""
-  model = models.get_model('nin_cifar')
+  model = models.get_model('nin_cifar', classifier_relu=classifier_relu)
   key_x, key_y, key_p = jax.random.split(jax.random.key(seed), 3)
   x = jax.random.normal(key_x, (batch, 32, 32, 3))
   labels = jax.random.randint(key_y, (batch,), 0, 10)
@@ -76,9 +77,13 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--inits', default=','.join(INITS))
+  parser.add_argument('--no_classifier_relu', action='store_true',
+                      help='drop the ReLU on the class maps')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
-  results = [measure(n, args.batch) for n in args.inits.split(',')]
+  results = [measure(n, args.batch,
+                     classifier_relu=not args.no_classifier_relu)
+             for n in args.inits.split(',')]
   if args.json:
     print(json.dumps(results))
     return

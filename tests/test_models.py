@@ -70,6 +70,21 @@ def test_nin_configs_keep_the_paper_network_unless_asked():
   assert param_count('nin_cifar', use_bn=True) == 966_986 + channels
 
 
+def test_nin_classifier_relu_is_the_only_difference_of_its_option():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  paper = models.get_model('nin_cifar_tiny')
+  variables = paper.init(jax.random.key(0), x)
+  no_relu = models.get_model('nin_cifar_tiny', classifier_relu=False)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      no_relu.init(jax.random.key(0), x))
+  with_relu, without = (m.apply(variables, x, capture_intermediates=True)
+                        for m in (paper, no_relu))
+  maps = lambda out: out[1]['intermediates']['mlpconv3']['__call__'][0]
+  assert float(maps(with_relu).min()) >= 0 > float(maps(without).min())
+  np.testing.assert_allclose(np.maximum(maps(without), 0), maps(with_relu),
+                             rtol=1e-6)
+
+
 def test_googlenet_has_table1_blocks_and_aux_heads():
   model = models.get_model('googlenet', aux_logits=True)
   x = jnp.zeros((1, 224, 224, 3))

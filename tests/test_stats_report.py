@@ -189,15 +189,18 @@ def test_the_ablation_recipe_is_what_the_published_runs_ran():
     assert {k: v for k, v in requested.items() if k not in gained} == saved, name
 
 
-def test_published_time_to_accuracy_table_regenerates():
-  """results/cpu_time_to_accuracy/table.md is what its runs' metrics say."""
+@pytest.mark.parametrize('name,minutes,runs', [
+    ('cpu_time_to_accuracy', [5, 10, 15, 20], 4),
+    ('nin_cpu', [15, 30, 45], 1)])
+def test_published_time_to_accuracy_table_regenerates(name, minutes, runs):
+  """results/<name>/table.md is what its runs' metrics say."""
   from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
-  folder = os.path.join(RESULTS, 'cpu_time_to_accuracy')
+  folder = os.path.join(RESULTS, name)
   with open(os.path.join(folder, 'table.md'), encoding='utf-8') as f:
     published = f.read()
-  regenerated = time_to_accuracy.runs_table(folder, [5, 10, 15, 20])
+  regenerated = time_to_accuracy.runs_table(folder, minutes)
   assert regenerated == published
-  assert regenerated.count('\n') >= 2 + 4  # header, rule, and every run
+  assert regenerated.count('\n') >= 2 + runs  # header, rule, and every run
 
 
 def test_published_bf16_accuracy_is_what_the_runs_say():

@@ -44,6 +44,11 @@ class NiN(nn.Module):
     bottleneck: if False, every hidden 1x1 layer is removed (the final 1x1
       classifier stays), leaving a plain three-conv network.
     width: multiplier on every hidden width.
+    use_bn: BatchNorm after every convolution (not in the paper).
+    classifier_relu: the public model's ReLU on the class maps before the
+      global average pool. With it, a network whose class maps all turn
+      negative outputs uniform logits with zero gradient: the loss sticks at
+      log(num_classes) (``benchmarks/init_scale.py``, results/nin_cpu).
     kernels: the kernels and dtypes it runs on (``get_model`` resolves them).
   """
   num_classes: int = 10
@@ -51,6 +56,7 @@ class NiN(nn.Module):
   width: float = 1.0
   dropout_rate: float = 0.5
   use_bn: bool = False
+  classifier_relu: bool = True
   kernels: Kernels = XLA
 
   @nn.compact
@@ -62,7 +68,9 @@ class NiN(nn.Module):
     for i, (features, k) in enumerate(blocks):
       if not self.bottleneck:
         features = features[:1] + (features[-1:] if i == 2 else ())
-      x = MlpConv(features, k, use_bn=self.use_bn, kernels=self.kernels, name=f'mlpconv{i + 1}')(x, train)
+      x = MlpConv(features, k, use_bn=self.use_bn,
+                  final_relu=i < 2 or self.classifier_relu,
+                  kernels=self.kernels, name=f'mlpconv{i + 1}')(x, train)
       if i == 0:
         x = self.kernels.max_pool(x, 3, 2, 'SAME')
       elif i == 1:
