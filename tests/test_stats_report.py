@@ -190,8 +190,7 @@ def test_the_ablation_recipe_is_what_the_published_runs_ran():
 
 
 @pytest.mark.parametrize('name,minutes,runs', [
-    ('cpu_time_to_accuracy', [5, 10, 15, 20], 4),
-    ('nin_cpu', [15, 30, 45], 1)])
+    ('cpu_time_to_accuracy', [5, 10, 15, 20], 4)])
 def test_published_time_to_accuracy_table_regenerates(name, minutes, runs):
   """results/<name>/table.md is what its runs' metrics say."""
   from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
