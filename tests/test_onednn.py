@@ -2,6 +2,7 @@
 import platform
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +66,32 @@ def test_max_pool_and_its_gradient_equal_xla_ties_too(stride, padding):
 
 
 @needs_onednn
+@pytest.mark.parametrize('shape,padding', [
+    ((2, 16, 16, 8), 'SAME'), ((2, 9, 10, 16), 'SAME'),
+    ((2, 8, 8, 16), ((1, 1), (1, 1))), ((2, 7, 7, 8), 'VALID')])
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_avg_pool_and_its_gradient_equal_flax_without_the_padding(
+    shape, padding, dtype):
+  """NiN's 3x3/2 average pool: padding is not counted (Caffe, flax's
+  ``count_include_pad=False``); bf16 only rounds."""
+  x = jax.random.normal(jax.random.key(8), shape).astype(dtype)
+  weights = jnp.arange(1.0, shape[-1] + 1.0)
+  ref = lambda x: nn.avg_pool(x.astype(jnp.float32), (3, 3), (2, 2), padding,
+                              count_include_pad=False)
+  ours = lambda x: backend.resolve('onednn').avg_pool(x, 3, 2, padding)
+  assert 'inception_onednn_avg_pool_fwd' in str(jax.make_jaxpr(ours)(x))
+  y = jax.jit(ours)(x)
+  assert y.dtype == dtype
+  g = jax.jit(jax.grad(lambda x: jnp.sum(weights * ours(x).astype(
+      jnp.float32))))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(weights * ref(x)))(x.astype(jnp.float32))
+  tol = 1e-6 if dtype == jnp.float32 else 2 ** -7  # bf16: dy and dx rounded
+  for a, c in ((y, ref(x)), (g, g_ref)):
+    a = a.astype(jnp.float32)
+    assert float(jnp.max(jnp.abs(a - c)) / jnp.max(jnp.abs(c))) < tol
+
+
+@needs_onednn
 def test_bfloat16_operands_accumulate_and_return_float32():
   x = jax.random.normal(jax.random.key(2), (2, 9, 9, 16))
   w = jax.random.normal(jax.random.key(3), (3, 3, 16, 8)) * 0.2
@@ -79,6 +106,56 @@ def test_bfloat16_operands_accumulate_and_return_float32():
     assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < 0.03
   text = str(jax.make_jaxpr(ours)(x, w))
   assert 'bf16[' in text and 'inception_onednn_conv_fwd' in text
+
+
+@needs_onednn
+@pytest.mark.parametrize('k,x_dtype,compute_dtype', [
+    (5, jnp.float32, None), (1, jnp.float32, None),
+    (5, jnp.float32, jnp.bfloat16), (1, jnp.bfloat16, jnp.bfloat16),
+    (3, jnp.bfloat16, jnp.bfloat16)])
+@pytest.mark.parametrize('relu', [True, False])
+def test_bias_and_relu_fused_into_the_conv_equal_them_after_it(
+    k, x_dtype, compute_dtype, relu):
+  """conv + bias (+ ReLU) in one oneDNN call: values and all three gradients.
+
+  The reference runs in float32 activations with the same operand dtype, so
+  bf16 activations differ only by the result's one rounding.
+  """
+  pads = ((k // 2, k // 2),) * 2
+  x = jax.random.normal(jax.random.key(20), (3, 8, 8, 6)).astype(x_dtype)
+  w = jax.random.normal(jax.random.key(21), (k, k, 6, 16)) * 0.3
+  b = jax.random.normal(jax.random.key(22), (16,))
+  weights = jnp.linspace(-1.0, 1.0, 16)  # no cancellation in the loss
+
+  def ref(x, w, b):
+    y = kernel_calls.conv2d(x.astype(jnp.float32), w, 1, pads, 'xla',
+                            compute_dtype) + b
+    return jax.nn.relu(y) if relu else y
+
+  ours = lambda x, w, b: onednn.conv2d(x, w, 1, pads, compute_dtype, bias=b,
+                                       relu=relu)
+  text = str(jax.make_jaxpr(ours)(x, w, b))
+  assert 'inception_onednn_conv_fwd_bias' in text
+  out = jax.jit(ours)(x, w, b)
+  assert out.dtype == x_dtype
+  loss = lambda f: lambda x, w, b: jnp.sum(weights * f(x, w, b).astype(
+      jnp.float32))
+  got = (out,) + jax.jit(jax.grad(loss(ours), (0, 1, 2)))(x, w, b)
+  want = (ref(x, w, b),) + jax.grad(loss(ref), (0, 1, 2))(x, w, b)
+  tol = 1e-5 if compute_dtype is None else 0.02
+  for a, c in zip(got, want):
+    a, c = a.astype(jnp.float32), c.astype(jnp.float32)
+    assert float(jnp.max(jnp.abs(a - c)) / jnp.max(jnp.abs(c))) < tol
+
+
+@needs_onednn
+def test_a_fused_relu_keeps_a_non_finite_kernel_visible():
+  """oneDNN's fused ReLU maps NaN to 0; a NaN weight must still give NaN."""
+  x = jnp.ones((2, 8, 8, 3))
+  w = jnp.ones((3, 3, 3, 4)).at[1, 1, 0, 0].set(jnp.nan)
+  y = jax.jit(lambda x, w: onednn.conv2d(x, w, 1, 'SAME', bias=jnp.zeros(4),
+                                         relu=True))(x, w)
+  assert bool(jnp.isnan(y[..., 0]).all()) and bool(jnp.isfinite(y[..., 1:]).all())
 
 
 @needs_onednn
@@ -258,13 +335,14 @@ def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
                                 np.float32(grad('xla')))
 
 
-def test_activations_are_bfloat16_only_on_onednn_with_batchnorm(monkeypatch):
+def test_activations_are_bfloat16_only_where_onednn_runs_every_relu(
+    monkeypatch):
   """Measured: bf16 activations pay only where oneDNN owns the elementwise work."""
   monkeypatch.setattr(backend, 'platform', lambda: 'cpu')
   bf16, f32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
   assert backend.activation_dtype(jnp.bfloat16, on_onednn=True) == bf16
   assert backend.activation_dtype('bfloat16', on_onednn=True,
-                                  bn_after_every_conv=False) == f32
+                                  relus_on_onednn=False) == f32
   assert backend.activation_dtype(jnp.float32, on_onednn=True) == f32
   assert backend.activation_dtype(None, on_onednn=True) == f32
   assert backend.activation_dtype(jnp.bfloat16, on_onednn=False) == f32
@@ -336,8 +414,8 @@ def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
 
 @needs_onednn
 @pytest.mark.parametrize('name,override,want', [
-    ('nin_cifar_tiny', None, jnp.float32),  # no BatchNorm: the rule says f32
-    ('nin_cifar_tiny', 'bfloat16', jnp.bfloat16),
+    ('nin_cifar_tiny', None, jnp.bfloat16),  # conv + bias + ReLU fused
+    ('nin_cifar_tiny', 'float32', jnp.float32),
     ('googlenet_cifar_tiny', None, jnp.bfloat16),
     ('googlenet_cifar_tiny', 'float32', jnp.float32),
     ('googlenet_cifar_separable', None, jnp.float32)])  # depthwise: XLA's
@@ -350,8 +428,9 @@ def test_a_model_option_overrides_the_activation_rule(name, override, want):
   variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
   jaxpr = jax.make_jaxpr(lambda x: model.apply(variables, x))(
       jnp.zeros((2, 32, 32, 3)))
+  # (A conv with a fused ReLU sits in a cond: the non-finite guard.)
   first_conv = next(e for e in jaxpr.jaxpr.eqns
-                    if e.primitive.name == 'custom_vjp_call')
+                    if e.primitive.name in ('custom_vjp_call', 'cond'))
   assert first_conv.outvars[0].aval.dtype == want
   assert jaxpr.out_avals[0].dtype == jnp.float32  # logits
 

@@ -4,14 +4,14 @@
 dtype and the device count, into a ``Kernels`` object at model build time.
 Every Flax module of ``inception.models`` receives that object and calls its
 methods (``conv2d``, ``pointwise``, ``matmul``, ``depthwise``, ``max_pool``,
-``bn_on_onednn``, ``activations``); no module sees a string. The choices:
+``avg_pool``, ``bn_on_onednn``, ``activations``); no module sees a string. The choices:
 
   * ``'xla'``: ``lax.conv_general_dilated`` and ``lax.reduce_window``.
   * ``'gemm'``: im2col convolutions, the separable max pool and the
     shifted-sum depthwise of ``xla_cpu``, and each Inception block's parallel
     1x1 layers fused into one GEMM.
   * ``'onednn'``: every convolution, 1x1 included, forward and both
-    gradients, max pooling and training-mode BatchNorm (+ ReLU) on oneDNN
+    gradients, max and average pooling and training-mode BatchNorm (+ ReLU) on oneDNN
     (``inception.kernels.onednn``); depthwise layers as in ``'gemm'``. CPU,
     one device.
   * ``'auto'``: ``'xla'`` on GPU and TPU. On the CPU, ``'onednn'`` where its
@@ -26,6 +26,7 @@ measurements behind these rules are in ``benchmarks/README.md``.
 import dataclasses
 from typing import Any
 
+from flax.linen import pooling as flax_pooling
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -73,27 +74,34 @@ class Kernels:
     """``x`` in the activations' dtype (a model's input, first thing)."""
     return x.astype(self.activation_dtype)
 
-  def conv2d(self, x, kernel, strides: int, padding):
-    """NHWC x HWIO convolution, in x's dtype."""
+  def conv2d(self, x, kernel, strides: int, padding, bias=None,
+             relu: bool = False):
+    """NHWC x HWIO convolution, in x's dtype; then ``+ bias``, then ReLU.
+
+    On oneDNN the bias and ReLU run inside the convolution.
+    """
     if self.onednn:
-      return onednn.conv2d(x, kernel, strides, padding, self.compute_dtype)
+      return onednn.conv2d(x, kernel, strides, padding, self.compute_dtype,
+                           bias=bias, relu=relu)
     if self.convs == 'im2col' or (self.convs == 'per_layer' and
                                   xla_cpu.im2col_pays(x.shape, kernel.shape)):
-      return xla_cpu.conv_gemm(x, kernel, strides, padding, self.compute_dtype)
+      y = xla_cpu.conv_gemm(x, kernel, strides, padding, self.compute_dtype)
+      return _bias_relu(y, bias, relu)
     cd = self.compute_dtype or x.dtype
     with jax.named_scope('xla_conv'):
       y = lax.conv_general_dilated(
           x.astype(cd), kernel.astype(cd), (strides, strides), padding,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
           preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
-    return y.astype(x.dtype)
+    return _bias_relu(y.astype(x.dtype), bias, relu)
 
-  def pointwise(self, x, kernel):
-    """1x1 convolution ``x [N, H, W, C] @ kernel [C, O]``, in x's dtype."""
+  def pointwise(self, x, kernel, bias=None, relu: bool = False):
+    """1x1 convolution ``x [N, H, W, C] @ kernel [C, O]``, in x's dtype;
+    then ``+ bias``, then ReLU (inside the convolution on oneDNN)."""
     if self.onednn:
       return onednn.conv2d(x, kernel[None, None], 1, 'VALID',
-                           self.compute_dtype)
-    return gemm.matmul(x, kernel, self.compute_dtype)
+                           self.compute_dtype, bias=bias, relu=relu)
+    return _bias_relu(gemm.matmul(x, kernel, self.compute_dtype), bias, relu)
 
   def matmul(self, x, w):
     """A dense layer's ``x [..., K] @ w [K, N]``, in x's dtype."""
@@ -121,10 +129,28 @@ class Kernels:
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
                              (1, strides, strides, 1), padding)
 
+  @jax.named_scope('avg_pool')
+  def avg_pool(self, x, window: int, strides: int, padding):
+    """Square average pooling over H and W of an NHWC array, in x's dtype;
+    padded positions are not counted."""
+    if self.onednn and x.dtype in (jnp.float32, jnp.bfloat16):
+      return onednn.avg_pool(x, window, strides, padding)
+    # flax's divisor is float32: back to the activations' dtype.
+    return flax_pooling.avg_pool(x, (window, window), (strides, strides),
+                                 padding, count_include_pad=False).astype(
+                                     x.dtype)
+
   def bn_on_onednn(self, shape, dtype, epsilon: float, relu: bool) -> bool:
     """Whether training-mode BatchNorm of this input runs on oneDNN."""
     return self.onednn and onednn.batch_norm_vectorized(shape, dtype, epsilon,
                                                         relu)
+
+
+def _bias_relu(y, bias, relu: bool):
+  """``y + bias`` (bias None: none), then ReLU if ``relu``; in y's dtype."""
+  if bias is not None:
+    y = y + bias.astype(y.dtype)
+  return jax.nn.relu(y) if relu else y
 
 
 XLA = Kernels()  # XLA's own kernels in float32: the default of every module
@@ -162,7 +188,7 @@ def _onednn_runs(impl: str, devices: int, on_cpu: bool) -> bool:
 
 
 def activation_dtype(compute_dtype, on_onednn: bool,
-                     bn_after_every_conv: bool = True):
+                     relus_on_onednn: bool = True):
   """The dtype a model keeps its activations in between layers.
 
   The one statement of the mixed-precision policy. With a float32 compute
@@ -172,17 +198,19 @@ def activation_dtype(compute_dtype, on_onednn: bool,
     * bfloat16 on GPU and TPU (flax examples' ``half_precision``, big_vision,
       timm's AMP): it halves the memory traffic small convolutions are bound
       by;
-    * bfloat16 on the CPU where the model runs on oneDNN and BatchNorm follows
-      every convolution (no depthwise layers, which are XLA's): oneDNN's
-      kernels read and write bf16 as it is;
+    * bfloat16 on the CPU where the model runs on oneDNN and every ReLU runs
+      inside a oneDNN kernel (BatchNorm + ReLU, or NiN's convolution + bias +
+      ReLU), with no depthwise layers, which are XLA's: oneDNN's kernels read
+      and write bf16 as it is;
     * float32 elsewhere on the CPU: XLA:CPU runs bf16 elementwise work
-      through f32 conversions, slower than f32 (NiN, the separable nets).
+      through f32 conversions, slower than f32 (the separable nets, and
+      GoogLeNet without BatchNorm, whose fused 1x1 GEMM's ReLUs are XLA's).
   ``benchmarks/README.md`` has the measurements (``throughput.py
   --activation_dtype``); ``config.activation_dtype`` overrides the rule.
   """
   if compute_dtype is None or jnp.dtype(compute_dtype) != jnp.bfloat16:
     return jnp.dtype(jnp.float32)
-  if platform() != 'cpu' or (bn_after_every_conv and on_onednn):
+  if platform() != 'cpu' or (relus_on_onednn and on_onednn):
     return jnp.dtype(jnp.bfloat16)
   return jnp.dtype(jnp.float32)
 
@@ -192,7 +220,7 @@ def _dtype(value):
 
 
 def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
-            bn_after_every_conv: bool = True,
+            relus_on_onednn: bool = True,
             devices: int | None = None) -> Kernels:
   """The ``Kernels`` for ``conv_impl`` here: every check in one place.
 
@@ -201,8 +229,8 @@ def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
     dtype: the GEMM compute dtype (e.g. ``'bfloat16'``); None: float32.
     activation_dtype_: the activations' dtype; None or ``'auto'``: the policy
       of ``activation_dtype``.
-    bn_after_every_conv: BatchNorm follows every convolution (it decides
-      whether bf16 activations pay on oneDNN).
+    relus_on_onednn: every ReLU of the model runs inside a oneDNN kernel
+      when it runs on oneDNN (it decides whether bf16 activations pay).
     devices: how many devices the program runs on (default: all of them).
 
   Raises:
@@ -225,7 +253,7 @@ def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
     convs = 'xla'
   compute = _dtype(dtype)
   activations = _dtype(activation_dtype_) or activation_dtype(
-      compute, on_onednn, bn_after_every_conv)
+      compute, on_onednn, relus_on_onednn)
   return Kernels(
       convs=convs,
       cpu_tuned=conv_impl in ('gemm', 'onednn') or (conv_impl == 'auto' and cpu),

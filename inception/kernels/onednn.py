@@ -9,7 +9,8 @@ NHWC in and out, so nothing around them changes. With ``compute_dtype=bfloat16``
 the operands are bf16 and the products accumulate in float32; the result and
 the input gradient come out in x's dtype (float32, or bf16 for bf16
 activations). ``max_pool`` keeps oneDNN's argmax record (its workspace) from
-the forward pass for the backward pass (``onednn/csrc/onednn_pool.cc``).
+the forward pass for the backward pass (``onednn/csrc/onednn_pool.cc``);
+``avg_pool`` averages what each window covers of the input.
 ``batch_norm`` is training-mode BatchNorm with an optional fused ReLU, whose
 mask is likewise kept (``onednn/csrc/onednn_bnorm.cc``).
 
@@ -34,6 +35,7 @@ import platform
 import sys
 
 from absl import logging
+from flax.linen import pooling as flax_pooling
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -41,7 +43,7 @@ import jaxlib.version
 import numpy as np
 
 # Must equal onednn/setup.py's ABI_VERSION.
-ABI_VERSION = 2
+ABI_VERSION = 3
 _PACKAGE = 'inception_onednn'  # the optional package the library comes in
 _NAME = '_kernels'
 _MANIFEST_SUFFIX = '.manifest.json'
@@ -50,12 +52,17 @@ HOW_TO_BUILD = ('make install (or pip install --no-build-isolation ./onednn '
 
 _TARGETS = {
     'fwd': ('inception_onednn_conv_fwd', 'InceptionOnednnConvFwd'),
+    'fwd_bias': ('inception_onednn_conv_fwd_bias', 'InceptionOnednnConvFwdBias'),
     'bwd_data': ('inception_onednn_conv_bwd_data',
                  'InceptionOnednnConvBwdData'),
     'bwd_weights': ('inception_onednn_conv_bwd_weights',
                     'InceptionOnednnConvBwdWeights'),
     'pool_fwd': ('inception_onednn_max_pool_fwd', 'InceptionOnednnMaxPoolFwd'),
     'pool_bwd': ('inception_onednn_max_pool_bwd', 'InceptionOnednnMaxPoolBwd'),
+    'avg_pool_fwd': ('inception_onednn_avg_pool_fwd',
+                     'InceptionOnednnAvgPoolFwd'),
+    'avg_pool_bwd': ('inception_onednn_avg_pool_bwd',
+                     'InceptionOnednnAvgPoolBwd'),
     'norm_fwd': ('inception_onednn_batch_norm_fwd',
                  'InceptionOnednnBatchNormFwd'),
     'norm_bwd': ('inception_onednn_batch_norm_bwd',
@@ -253,10 +260,54 @@ def _conv_bwd(strides, padding, compute_dtype, residuals, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+# conv(x, kernel) + bias, then ReLU if ``relu``: one oneDNN convolution with
+# the bias and the ReLU in its epilogue, so the activations are written once.
+# The backward pass masks dy by the result (ReLU's gradient) and sums it for
+# the bias; the two gradient convolutions are ``_conv_bwd``'s.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _conv_bias(x, kernel, bias, strides, padding, compute_dtype, relu):
+  return _conv_bias_fwd(x, kernel, bias, strides, padding, compute_dtype,
+                        relu)[0]
+
+
+def _conv_bias_fwd(x, kernel, bias, strides, padding, compute_dtype, relu):
+  cd = compute_dtype or x.dtype
+  xc, wc = _cast(x, cd), _cast(kernel, cd)
+  n, h, w, _ = x.shape
+  k, kw, _, cout = kernel.shape
+  ho = _out_hw(h, k, strides, *padding[0])
+  wo = _out_hw(w, kw, strides, *padding[1])
+  y = _call('fwd_bias', jax.ShapeDtypeStruct((n, ho, wo, cout),
+                                             _result(x.dtype, xc.dtype)),
+            xc, wc, bias.astype(jnp.float32), relu=int(relu),
+            **_window(padding, strides)).astype(x.dtype)
+  # The result is kept only for ReLU's mask.
+  return y, (xc, wc, y if relu else jnp.zeros((), x.dtype),
+             jnp.zeros((), x.dtype), jnp.zeros((), kernel.dtype),
+             jnp.zeros((), bias.dtype))
+
+
 @jax.named_scope('onednn_conv')
-def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
+def _conv_bias_bwd(strides, padding, compute_dtype, relu, residuals, dy):
+  xc, wc, y, x_like, w_like, b_like = residuals
+  if relu:
+    dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
+  db = jnp.sum(dy, axis=(0, 1, 2), dtype=jnp.float32)
+  dx, dw = _conv_bwd(strides, padding, compute_dtype,
+                     (xc, wc, x_like, w_like), dy)
+  return dx, dw, db.astype(b_like.dtype)
+
+
+_conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
+
+
+@jax.named_scope('onednn_conv')
+def conv2d(x, kernel, strides: int, padding, compute_dtype=None, bias=None,
+           relu: bool = False):
   """NHWC x HWIO convolution on oneDNN, returned in x's dtype.
 
+  With ``bias`` (and ``relu``), the bias and the ReLU run inside the
+  convolution, where the result is still in cache: no pass of their own.
   Geometries the handlers do not take (``window_fits``: a window outside
   the padded input, or padding as wide as the kernel) run on XLA.
 
@@ -267,7 +318,11 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
     padding: ``'SAME'``, ``'VALID'`` or ((top, bottom), (left, right)).
     compute_dtype: the operands' dtype (e.g. bfloat16); products accumulate
       in float32. None: x's dtype.
+    bias: [C_out] added to the result, or None.
+    relu: apply a ReLU last (NaN stays NaN, as ``jax.nn.relu``).
   """
+  if bias is None and relu:
+    bias = jnp.zeros(kernel.shape[-1:], jnp.float32)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2],
                                   (strides, strides), padding)
@@ -278,11 +333,30 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None):
   if not all(window_fits(size, k, strides, *pads) for size, k, pads in zip(
       x.shape[1:3], kernel.shape[:2], padding)):
     cd = compute_dtype or x.dtype
-    return lax.conv_general_dilated(
+    y = lax.conv_general_dilated(
         _cast(x, cd), _cast(kernel, cd), (strides, strides), padding,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         preferred_element_type=jnp.float32).astype(x.dtype)
-  return _conv(x, kernel, strides, padding, compute_dtype)
+    if bias is not None:
+      y = y + bias.astype(y.dtype)
+    return jax.nn.relu(y) if relu else y
+  if bias is None:
+    return _conv(x, kernel, strides, padding, compute_dtype)
+  fused = functools.partial(_conv_bias, strides=strides, padding=padding,
+                            compute_dtype=compute_dtype, relu=bool(relu))
+  if not relu:
+    return fused(x, kernel, bias)
+
+  # oneDNN's fused ReLU maps NaN to 0, where jax.nn.relu keeps it. A network
+  # whose parameters went non-finite must still show it in its loss: then
+  # the bias and ReLU run unfused (finite inputs and parameters give finite
+  # products, so the result is the reference's either way).
+  def unfused(x, kernel, bias):
+    y = _conv(x, kernel, strides, padding, compute_dtype)
+    return jax.nn.relu(y + bias.astype(y.dtype))
+
+  bad = ~(jnp.isfinite(kernel).all() & jnp.isfinite(bias).all())
+  return lax.cond(bad, unfused, fused, x, kernel, bias)
 
 
 def _pool_geometry(x_shape, window, strides, padding):
@@ -350,6 +424,50 @@ def max_pool(x, window: int, strides: int, padding):
     return reference(x)
   return lax.cond(jnp.isnan(x).any(), reference,
                   lambda x: _max_pool(x, window, strides, padding), x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _avg_pool(x, window, strides, padding):
+  return _avg_pool_fwd(x, window, strides, padding)[0]
+
+
+def _avg_pool_fwd(x, window, strides, padding):
+  n, _, _, c, ho, wo = _pool_geometry(x.shape, window, strides, padding)[:6]
+  y = _call('avg_pool_fwd', jax.ShapeDtypeStruct((n, ho, wo, c), x.dtype), x,
+            window=window, **_window(padding, strides))
+  # Residuals must be arrays: an empty one carries x's N, H, W.
+  return y, jnp.zeros(x.shape[:3] + (0,), x.dtype)
+
+
+@jax.named_scope('avg_pool')
+def _avg_pool_bwd(window, strides, padding, x_like, dy):
+  dx = jax.ShapeDtypeStruct(x_like.shape[:3] + dy.shape[3:], dy.dtype)
+  return (_call('avg_pool_bwd', dx, dy, window=window,
+                **_window(padding, strides)),)
+
+
+_avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
+
+
+@jax.named_scope('avg_pool')
+def avg_pool(x, window: int, strides: int, padding):
+  """Square average pooling of a float32 or bfloat16 NHWC array on oneDNN.
+
+  Each window averages the input it covers; padding is not counted (flax's
+  ``avg_pool(..., count_include_pad=False)``). Shapes whose windows do not
+  fit (``window_fits``) run on XLA.
+  """
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (window, window),
+                                  (strides, strides), padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  window, strides = int(window), int(strides)
+  if not all(window_fits(size, window, strides, *pads)
+             for size, pads in zip(x.shape[1:3], padding)):
+    return flax_pooling.avg_pool(x, (window, window), (strides, strides),
+                                 padding, count_include_pad=False).astype(
+                                     x.dtype)
+  return _avg_pool(x, window, strides, padding)
 
 
 def window_fits(size: int, window: int, stride: int, lo: int, hi: int) -> bool:

@@ -39,6 +39,7 @@ class Conv1x1(nn.Module):
     features: number of output channels.
     strides: spatial stride (int).
     use_bias: add a learned bias.
+    relu: apply a ReLU last (on oneDNN, inside the convolution, with the bias).
     kernels: one oneDNN convolution where they run on oneDNN, else one GEMM
       in their compute dtype.
     param_dtype: parameter dtype.
@@ -47,6 +48,7 @@ class Conv1x1(nn.Module):
   features: int
   strides: int = 1
   use_bias: bool = True
+  relu: bool = False
   kernels: Kernels = XLA
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = conv_init
@@ -62,8 +64,7 @@ class Conv1x1(nn.Module):
       return kernel[0, 0], bias
     if self.strides > 1:
       x = x[:, ::self.strides, ::self.strides, :]
-    y = self.kernels.pointwise(x, kernel[0, 0])
-    return y if bias is None else y + bias.astype(y.dtype)
+    return self.kernels.pointwise(x, kernel[0, 0], bias, self.relu)
 
 
 class Dense(nn.Module):
@@ -95,13 +96,15 @@ class ConvKxK(nn.Module):
   """Spatial (k > 1) convolution with a selectable implementation.
 
   Padding is symmetric ``k // 2`` (Caffe/PyTorch style), or the string
-  ``'SAME'``/``'VALID'``. ``kernels.conv2d`` runs it.
+  ``'SAME'``/``'VALID'``. ``kernels.conv2d`` runs it, with the bias and,
+  if ``relu``, a ReLU after it (inside the convolution on oneDNN).
   """
   features: int
   kernel_size: int
   strides: int = 1
   padding: Any = None
   use_bias: bool = True
+  relu: bool = False
   kernels: Kernels = XLA
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = conv_init
@@ -116,8 +119,8 @@ class ConvKxK(nn.Module):
     padding = self.padding
     if padding is None:
       padding = ((k // 2, k // 2), (k // 2, k // 2))
-    y = self.kernels.conv2d(x, kernel, self.strides, padding)
-    return y if bias is None else y + bias.astype(y.dtype)
+    return self.kernels.conv2d(x, kernel, self.strides, padding, bias,
+                               self.relu)
 
 
 class DepthwiseConv(nn.Module):
@@ -173,23 +176,26 @@ class ConvBN(nn.Module):
     ``weights_only`` for its ``(kernel, bias)``, then with the GEMM's output
     slice as ``pre_activation`` (``x`` unused) for BatchNorm and ReLU.
     """
+    # Without BatchNorm the ReLU goes with the convolution (fused on oneDNN).
+    conv_relu = self.relu and not self.use_bn
     if pre_activation is not None:
       x = pre_activation
+      if not self.use_bn:
+        return nn.relu(x) if self.relu else x
     elif self.kernel_size == 1 and self.padding in (None, 'SAME', 'VALID'):
       conv = Conv1x1(self.features, self.strides, use_bias=not self.use_bn,
-                     kernels=self.kernels, name='conv')
+                     relu=conv_relu, kernels=self.kernels, name='conv')
       if weights_only:
         return conv(x, weights_only=True)
       x = conv(x)
     else:
       x = ConvKxK(self.features, self.kernel_size, self.strides, self.padding,
-                  use_bias=not self.use_bn, kernels=self.kernels,
-                  name='conv')(x)
-    if self.use_bn:
-      return BatchNorm(use_running_average=not train, relu=self.relu,
-                       kernels=self.kernels,
-                       name='bn')(x)
-    return nn.relu(x) if self.relu else x
+                  use_bias=not self.use_bn, relu=conv_relu,
+                  kernels=self.kernels, name='conv')(x)
+    if not self.use_bn:
+      return x
+    return BatchNorm(use_running_average=not train, relu=self.relu,
+                     kernels=self.kernels, name='bn')(x)
 
 
 class MlpConv(nn.Module):

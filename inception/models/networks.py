@@ -74,9 +74,7 @@ class NiN(nn.Module):
       if i == 0:
         x = self.kernels.max_pool(x, 3, 2, 'SAME')
       elif i == 1:
-        # Its divisor is float32: keep the activations' dtype.
-        x = nn.avg_pool(x, (3, 3), (2, 2), 'SAME',
-                        count_include_pad=False).astype(x.dtype)
+        x = self.kernels.avg_pool(x, 3, 2, 'SAME')
       if i < 2:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return global_avg_pool(x).astype(jnp.float32)
@@ -284,7 +282,8 @@ def get_model(name: str, *, kernels: Kernels | None = None,
     option = lambda key: kwargs.get(key, getattr(spec.cls, key, False))
     kernels = backend.resolve(
         conv_impl, dtype, activation_dtype, devices=devices,
-        bn_after_every_conv=option('use_bn') and not option('separable'))
+        relus_on_onednn=spec.cls is NiN or (
+            option('use_bn') and not option('separable')))
   return spec.cls(kernels=kernels, **kwargs)
 
 

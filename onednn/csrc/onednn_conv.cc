@@ -5,9 +5,13 @@
 // inside oneDNN; y and dx come out in their result buffer's dtype (float32,
 // or bfloat16 where the activations are bf16), dw always in float32:
 //   inception_onednn_conv_fwd:       y  = conv(x, w)
+//   inception_onednn_conv_fwd_bias:  y  = conv(x, w) + b, then a ReLU if the
+//                                    ``relu`` attribute is 1 (b: f32 [C_out]),
+//                                    both fused into the convolution
 //   inception_onednn_conv_bwd_data:  dx = conv_transpose(dy, w)
 //   inception_onednn_conv_bwd_wei:   dw = correlation(x, dy)
-// Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (int64).
+// Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (int64), and
+// relu (int64) for the biased forward.
 //
 // Activations keep XLA's NHWC layout (oneDNN's brgemm convolutions run on it
 // directly); kernels take the layout oneDNN picks and are reordered on each
@@ -175,6 +179,53 @@ ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
   });
 }
 
+ffi::Error ConvFwdBiasImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
+                           ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
+                           int64_t stride, int64_t pad_top, int64_t pad_bottom,
+                           int64_t pad_left, int64_t pad_right, int64_t relu) {
+  Geometry g;
+  if (auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(),
+                              x.element_type(), y->element_type(), stride,
+                              pad_top, pad_bottom, pad_left, pad_right, &g);
+      err.failure())
+    return err;
+  if (auto err = SameDtype(x, w); err.failure()) return err;
+  if (b.element_type() != ffi::DataType::F32 || b.dimensions().size() != 1 ||
+      b.dimensions()[0] != g.o)
+    return ffi::Error::InvalidArgument(
+        "oneDNN conv: the bias must be f32 with one value per output channel");
+  const auto f32 = memory::data_type::f32;
+  const memory::desc bias_desc({g.o}, f32, tag::a);
+  return Guarded([&] {
+    dnnl::engine& eng = Engine();
+    const Plan& p = Cached<Plan>(g.Key(relu ? "fwd_bias_relu" : "fwd_bias"), [&] {
+      dnnl::primitive_attr attr = UserScratchpad();
+      if (relu) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+        attr.set_post_ops(ops);
+      }
+      dnnl::convolution_forward::primitive_desc pd(
+          eng, dnnl::prop_kind::forward_training,
+          dnnl::algorithm::convolution_direct, g.Src(g.operand),
+          g.AnyWeights(g.operand), bias_desc, g.Dst(g.result), {stride, stride},
+          {g.pt, g.pl}, {g.pb, g.pr}, attr);
+      return WithWeightReorder(pd, dnnl::convolution_forward(pd),
+                               g.UserWeights(g.operand), pd.weights_desc(),
+                               /*to_user=*/false);
+    });
+    dnnl::stream s(eng);
+    memory conv_w = StagedWeights(
+        p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
+    Execute(p.conv, p.conv_scratchpad,
+        s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
+            {DNNL_ARG_WEIGHTS, conv_w},
+            {DNNL_ARG_BIAS, memory(bias_desc, eng, b.untyped_data())},
+            {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y->untyped_data())}});
+    s.wait();
+  });
+}
+
 ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                            ffi::Result<ffi::AnyBuffer> dx, int64_t stride,
                            int64_t pad_top, int64_t pad_bottom,
@@ -277,6 +328,15 @@ extern "C" const char* InceptionOnednnJaxlibVersion() {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvFwd,
                               inception_onednn::ConvFwdImpl,
                               INCEPTION_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvFwdBias,
+                              inception_onednn::ConvFwdBiasImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                      INCEPTION_ONEDNN_WINDOW_ATTRS
+                                  .Attr<int64_t>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnConvBwdData,
                               inception_onednn::ConvBwdDataImpl,
                               INCEPTION_CONV_BINDING);

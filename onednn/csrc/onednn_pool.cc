@@ -1,7 +1,10 @@
-// oneDNN max pooling for XLA:CPU, as XLA FFI handlers (inception/kernels/onednn.py).
+// oneDNN max and average pooling for XLA:CPU, as XLA FFI handlers
+// (inception/kernels/onednn.py).
 //
 //   inception_onednn_max_pool_fwd: x -> (y, workspace)
 //   inception_onednn_max_pool_bwd: (dy, workspace) -> dx
+//   inception_onednn_avg_pool_fwd: x -> y   (padding not counted: each
+//   inception_onednn_avg_pool_bwd: dy -> dx  window averages what it covers)
 // NHWC float32 or bfloat16 (dy and dx in x's dtype), square window;
 // attributes: window, stride, pad_top, pad_bottom, pad_left, pad_right
 // (int64). Padded positions never win, as
@@ -21,10 +24,11 @@ namespace {
 struct Pool {
   int64_t n, h, w, c, ho, wo, window, stride, pt, pb, pl, pr;
   memory::data_type dt;
+  dnnl::algorithm alg = dnnl::algorithm::pooling_max;
 
   std::string Key(const char* op) const {
     std::ostringstream s;
-    s << op << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
+    s << op << ':' << int(alg) << ':' << n << ',' << h << ',' << w << ',' << c << ',' << ho << ','
       << wo << ',' << window << ',' << stride << ',' << pt << ',' << pb << ','
       << pl << ',' << pr << ',' << int(dt);
     return s.str();
@@ -38,7 +42,7 @@ struct Pool {
   dnnl::pooling_forward::primitive_desc Forward() const {
     return dnnl::pooling_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training,
-        dnnl::algorithm::pooling_max, Src(), Dst(), {stride, stride},
+        alg, Src(), Dst(), {stride, stride},
         {window, window}, {0, 0}, {pt, pl}, {pb, pr}, UserScratchpad());
   }
 };
@@ -64,15 +68,15 @@ ffi::Error MakePool(ffi::AnyBuffer::Dimensions in,
                     int64_t stride, int64_t pt, int64_t pb, int64_t pl,
                     int64_t pr, Pool* p) {
   if (in.size() != 4 || out.size() != 4)
-    return ffi::Error::InvalidArgument("oneDNN max pool: arrays must be NHWC");
+    return ffi::Error::InvalidArgument("oneDNN pool: arrays must be NHWC");
   if (in[0] != out[0] || in[3] != out[3] || in[0] < 1 || in[3] < 1)
     return ffi::Error::InvalidArgument(
-        "oneDNN max pool: input and output differ in batch or channels");
-  if (auto err = CheckWindow("max pool", in[1], window, stride, pt, pb,
+        "oneDNN pool: input and output differ in batch or channels");
+  if (auto err = CheckWindow("pool", in[1], window, stride, pt, pb,
                              out[1]);
       err.failure())
     return err;
-  if (auto err = CheckWindow("max pool", in[2], window, stride, pl, pr,
+  if (auto err = CheckWindow("pool", in[2], window, stride, pl, pr,
                              out[2]);
       err.failure())
     return err;
@@ -153,6 +157,76 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
   });
 }
 
+// The geometry and dtype of an average pool from x's (or dx's) and y's (or
+// dy's) buffers, which must share one dtype.
+ffi::Error MakeAvgPool(const ffi::AnyBuffer& in, const ffi::AnyBuffer& out,
+                       int64_t window, int64_t stride, int64_t pt, int64_t pb,
+                       int64_t pl, int64_t pr, Pool* p) {
+  if (auto err = MakePool(in.dimensions(), out.dimensions(), window, stride,
+                          pt, pb, pl, pr, p);
+      err.failure())
+    return err;
+  if (auto err = ToDnnlType(in.element_type(), &p->dt, "avg pool's arrays");
+      err.failure())
+    return err;
+  if (in.element_type() != out.element_type())
+    return ffi::Error::InvalidArgument(
+        "oneDNN avg pool: input and output differ in dtype");
+  p->alg = dnnl::algorithm::pooling_avg_exclude_padding;
+  return ffi::Error::Success();
+}
+
+ffi::Error AvgPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
+                          int64_t window, int64_t stride, int64_t pad_top,
+                          int64_t pad_bottom, int64_t pad_left,
+                          int64_t pad_right) {
+  Pool p;
+  if (auto err = MakeAvgPool(x, *y, window, stride, pad_top, pad_bottom,
+                             pad_left, pad_right, &p);
+      err.failure())
+    return err;
+  return Guarded([&] {
+    const PoolPlan& plan = Cached<PoolPlan>(p.Key("avg_pool_fwd"), [&] {
+      auto pd = p.Forward();
+      return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc(),
+                      pd.scratchpad_desc()};
+    });
+    dnnl::engine& eng = Engine();
+    dnnl::stream s(eng);
+    Execute(plan.pool, plan.scratchpad,
+        s, {{DNNL_ARG_SRC, memory(p.Src(), eng, x.untyped_data())},
+            {DNNL_ARG_DST, memory(p.Dst(), eng, y->untyped_data())}});
+    s.wait();
+  });
+}
+
+ffi::Error AvgPoolBwdImpl(ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+                          int64_t window, int64_t stride, int64_t pad_top,
+                          int64_t pad_bottom, int64_t pad_left,
+                          int64_t pad_right) {
+  Pool p;
+  if (auto err = MakeAvgPool(*dx, dy, window, stride, pad_top, pad_bottom,
+                             pad_left, pad_right, &p);
+      err.failure())
+    return err;
+  return Guarded([&] {
+    const PoolPlan& plan = Cached<PoolPlan>(p.Key("avg_pool_bwd"), [&] {
+      dnnl::pooling_backward::primitive_desc pd(
+          Engine(), p.alg, p.Src(), p.Dst(), {stride, stride},
+          {window, window}, {0, 0}, {pad_top, pad_left},
+          {pad_bottom, pad_right}, p.Forward(), UserScratchpad());
+      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
+                      pd.scratchpad_desc()};
+    });
+    dnnl::engine& eng = Engine();
+    dnnl::stream s(eng);
+    Execute(plan.pool, plan.scratchpad,
+        s, {{DNNL_ARG_DIFF_DST, memory(p.Dst(), eng, dy.untyped_data())},
+            {DNNL_ARG_DIFF_SRC, memory(p.Src(), eng, dx->untyped_data())}});
+    s.wait();
+  });
+}
+
 }  // namespace
 }  // namespace inception_onednn
 
@@ -189,3 +263,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnMaxPoolBwd,
                                   .Ret<xla::ffi::AnyBuffer>()
                                   .Attr<int64_t>("window")
                                       INCEPTION_ONEDNN_WINDOW_ATTRS);
+
+#define INCEPTION_AVG_POOL_BINDING \
+  xla::ffi::Ffi::Bind()            \
+      .Arg<xla::ffi::AnyBuffer>()  \
+      .Ret<xla::ffi::AnyBuffer>()  \
+      .Attr<int64_t>("window") INCEPTION_ONEDNN_WINDOW_ATTRS
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnAvgPoolFwd,
+                              inception_onednn::AvgPoolFwdImpl,
+                              INCEPTION_AVG_POOL_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionOnednnAvgPoolBwd,
+                              inception_onednn::AvgPoolBwdImpl,
+                              INCEPTION_AVG_POOL_BINDING);
