@@ -2,8 +2,9 @@
 
   make memcheck   # ~25 min on a 2-core CPU: too slow for make test
 
-Runs the forward pass and both gradients of each handler (conv, max pool,
-BatchNorm with and without its ReLU) at the shapes that once crashed
+Runs the forward pass and both gradients of each handler (conv, conv + bias
+with and without its ReLU, max and average pool, BatchNorm with and without
+its ReLU) at the shapes that once crashed
 (1x1 inputs under 5x5 and 7x7 kernels, batch 1, odd strides), then, given
 ``--check LOG``, fails if memcheck reported any error whose stack passes
 through oneDNN or these handlers. Errors elsewhere (glibc's loader,
@@ -29,8 +30,13 @@ def run_kernels():
     w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
     jax.block_until_ready(jax.jit(jax.grad(lambda x, w, s=s, p=p: jnp.sum(
         jnp.sin(onednn.conv2d(x, w, s, p))), (0, 1)))(x, w))
-    jax.block_until_ready(jax.jit(jax.grad(lambda x, s=s: jnp.sum(jnp.sin(
-        onednn.max_pool(x, 3, s, 'SAME')))))(x))
+    for relu in (False, True):
+      jax.block_until_ready(jax.jit(jax.grad(
+          lambda x, w, b, s=s, p=p, relu=relu: jnp.sum(jnp.sin(onednn.conv2d(
+              x, w, s, p, bias=b, relu=relu))), (0, 1, 2)))(x, w, jnp.ones(4)))
+    for pool in (onednn.max_pool, onednn.avg_pool):
+      jax.block_until_ready(jax.jit(jax.grad(lambda x, s=s, pool=pool: jnp.sum(
+          jnp.sin(pool(x, 3, s, 'SAME')))))(x))
   x = jax.random.normal(jax.random.key(2), (2, 3, 3, 16))
   for relu in (False, True):
     jax.block_until_ready(jax.jit(jax.grad(lambda x, g, b, relu=relu: jnp.sum(

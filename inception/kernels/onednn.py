@@ -231,16 +231,21 @@ def _conv(x, kernel, strides, padding, compute_dtype):
   return _conv_fwd(x, kernel, strides, padding, compute_dtype)[0]
 
 
-def _conv_fwd(x, kernel, strides, padding, compute_dtype):
+def _conv_operands(x, kernel, strides, padding, compute_dtype):
+  """x and the kernel in the compute dtype, and the result's shape/dtype."""
   cd = compute_dtype or x.dtype
   xc, wc = _cast(x, cd), _cast(kernel, cd)
   n, h, w, _ = x.shape
   k, kw, _, cout = kernel.shape
   ho = _out_hw(h, k, strides, *padding[0])
   wo = _out_hw(w, kw, strides, *padding[1])
-  y = _call('fwd', jax.ShapeDtypeStruct((n, ho, wo, cout),
-                                        _result(x.dtype, xc.dtype)),
-            xc, wc, **_window(padding, strides))
+  return xc, wc, jax.ShapeDtypeStruct((n, ho, wo, cout),
+                                      _result(x.dtype, xc.dtype))
+
+
+def _conv_fwd(x, kernel, strides, padding, compute_dtype):
+  xc, wc, out = _conv_operands(x, kernel, strides, padding, compute_dtype)
+  y = _call('fwd', out, xc, wc, **_window(padding, strides))
   return y.astype(x.dtype), (xc, wc, jnp.zeros((), x.dtype),
                              jnp.zeros((), kernel.dtype))
 
@@ -271,15 +276,8 @@ def _conv_bias(x, kernel, bias, strides, padding, compute_dtype, relu):
 
 
 def _conv_bias_fwd(x, kernel, bias, strides, padding, compute_dtype, relu):
-  cd = compute_dtype or x.dtype
-  xc, wc = _cast(x, cd), _cast(kernel, cd)
-  n, h, w, _ = x.shape
-  k, kw, _, cout = kernel.shape
-  ho = _out_hw(h, k, strides, *padding[0])
-  wo = _out_hw(w, kw, strides, *padding[1])
-  y = _call('fwd_bias', jax.ShapeDtypeStruct((n, ho, wo, cout),
-                                             _result(x.dtype, xc.dtype)),
-            xc, wc, bias.astype(jnp.float32), relu=int(relu),
+  xc, wc, out = _conv_operands(x, kernel, strides, padding, compute_dtype)
+  y = _call('fwd_bias', out, xc, wc, bias.astype(jnp.float32), relu=int(relu),
             **_window(padding, strides)).astype(x.dtype)
   # The result is kept only for ReLU's mask.
   return y, (xc, wc, y if relu else jnp.zeros((), x.dtype),

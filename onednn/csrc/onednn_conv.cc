@@ -149,67 +149,42 @@ Plan WithWeightReorder(const PrimitiveDesc& pd, const Primitive& conv,
   return p;
 }
 
-ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
-                       ffi::Result<ffi::AnyBuffer> y, int64_t stride,
-                       int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                       int64_t pad_right) {
+// y = conv(x, w), plus b and then a ReLU if ``relu`` where ``b`` is given:
+// both forward handlers.
+ffi::Error Forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
+                   const ffi::AnyBuffer* b, ffi::AnyBuffer& y, int64_t stride,
+                   int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                   int64_t pad_right, bool relu) {
   Geometry g;
-  if (auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(),
-                              x.element_type(), y->element_type(), stride,
+  if (auto err = MakeGeometry(x.dimensions(), y.dimensions(), w.dimensions(),
+                              x.element_type(), y.element_type(), stride,
                               pad_top, pad_bottom, pad_left, pad_right, &g);
       err.failure())
     return err;
   if (auto err = SameDtype(x, w); err.failure()) return err;
-  return Guarded([&] {
-    dnnl::engine& eng = Engine();
-    const Plan& p = Cached<Plan>(g.Key("fwd"), [&] {
-      auto pd = g.Forward(eng, g.result);
-      return WithWeightReorder(pd, dnnl::convolution_forward(pd),
-                               g.UserWeights(g.operand), pd.weights_desc(),
-                               /*to_user=*/false);
-    });
-    dnnl::stream s(eng);
-    memory conv_w = StagedWeights(
-        p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
-    Execute(p.conv, p.conv_scratchpad,
-        s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
-            {DNNL_ARG_WEIGHTS, conv_w},
-            {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y->untyped_data())}});
-    s.wait();
-  });
-}
-
-ffi::Error ConvFwdBiasImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
-                           ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
-                           int64_t stride, int64_t pad_top, int64_t pad_bottom,
-                           int64_t pad_left, int64_t pad_right, int64_t relu) {
-  Geometry g;
-  if (auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(),
-                              x.element_type(), y->element_type(), stride,
-                              pad_top, pad_bottom, pad_left, pad_right, &g);
-      err.failure())
-    return err;
-  if (auto err = SameDtype(x, w); err.failure()) return err;
-  if (b.element_type() != ffi::DataType::F32 || b.dimensions().size() != 1 ||
-      b.dimensions()[0] != g.o)
+  if (b != nullptr &&
+      (b->element_type() != ffi::DataType::F32 ||
+       b->dimensions().size() != 1 || b->dimensions()[0] != g.o))
     return ffi::Error::InvalidArgument(
         "oneDNN conv: the bias must be f32 with one value per output channel");
-  const auto f32 = memory::data_type::f32;
-  const memory::desc bias_desc({g.o}, f32, tag::a);
+  const memory::desc bias_desc({g.o}, memory::data_type::f32, tag::a);
+  const char* key = b == nullptr ? "fwd" : relu ? "fwd_bias_relu" : "fwd_bias";
   return Guarded([&] {
     dnnl::engine& eng = Engine();
-    const Plan& p = Cached<Plan>(g.Key(relu ? "fwd_bias_relu" : "fwd_bias"), [&] {
+    const Plan& p = Cached<Plan>(g.Key(key), [&] {
       dnnl::primitive_attr attr = UserScratchpad();
       if (relu) {
         dnnl::post_ops ops;
         ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
         attr.set_post_ops(ops);
       }
-      dnnl::convolution_forward::primitive_desc pd(
-          eng, dnnl::prop_kind::forward_training,
-          dnnl::algorithm::convolution_direct, g.Src(g.operand),
-          g.AnyWeights(g.operand), bias_desc, g.Dst(g.result), {stride, stride},
-          {g.pt, g.pl}, {g.pb, g.pr}, attr);
+      auto pd = b == nullptr
+          ? g.Forward(eng, g.result)
+          : dnnl::convolution_forward::primitive_desc(
+                eng, dnnl::prop_kind::forward_training,
+                dnnl::algorithm::convolution_direct, g.Src(g.operand),
+                g.AnyWeights(g.operand), bias_desc, g.Dst(g.result),
+                {stride, stride}, {g.pt, g.pl}, {g.pb, g.pr}, attr);
       return WithWeightReorder(pd, dnnl::convolution_forward(pd),
                                g.UserWeights(g.operand), pd.weights_desc(),
                                /*to_user=*/false);
@@ -217,13 +192,31 @@ ffi::Error ConvFwdBiasImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
     dnnl::stream s(eng);
     memory conv_w = StagedWeights(
         p, memory(g.UserWeights(g.operand), eng, w.untyped_data()), s);
-    Execute(p.conv, p.conv_scratchpad,
-        s, {{DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
-            {DNNL_ARG_WEIGHTS, conv_w},
-            {DNNL_ARG_BIAS, memory(bias_desc, eng, b.untyped_data())},
-            {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y->untyped_data())}});
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, memory(g.Src(g.operand), eng, x.untyped_data())},
+        {DNNL_ARG_WEIGHTS, conv_w},
+        {DNNL_ARG_DST, memory(g.Dst(g.result), eng, y.untyped_data())}};
+    if (b != nullptr)
+      args[DNNL_ARG_BIAS] = memory(bias_desc, eng, b->untyped_data());
+    Execute(p.conv, p.conv_scratchpad, s, args);
     s.wait();
   });
+}
+
+ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride,
+                       int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                       int64_t pad_right) {
+  return Forward(x, w, nullptr, *y, stride, pad_top, pad_bottom, pad_left,
+                 pad_right, /*relu=*/false);
+}
+
+ffi::Error ConvFwdBiasImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
+                           ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
+                           int64_t stride, int64_t pad_top, int64_t pad_bottom,
+                           int64_t pad_left, int64_t pad_right, int64_t relu) {
+  return Forward(x, w, &b, *y, stride, pad_top, pad_bottom, pad_left,
+                 pad_right, relu != 0);
 }
 
 ffi::Error ConvBwdDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,

@@ -53,10 +53,23 @@ struct PoolPlan {
   memory::desc scratchpad;
 };
 
+// The cached forward and backward primitives of a pool (its key names the
+// algorithm).
 const PoolPlan& ForwardPlan(const Pool& p) {
-  return Cached<PoolPlan>(p.Key("max_pool_fwd"), [&] {
+  return Cached<PoolPlan>(p.Key("pool_fwd"), [&] {
     auto pd = p.Forward();
     return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc(),
+                    pd.scratchpad_desc()};
+  });
+}
+
+const PoolPlan& BackwardPlan(const Pool& p) {
+  return Cached<PoolPlan>(p.Key("pool_bwd"), [&] {
+    dnnl::pooling_backward::primitive_desc pd(
+        Engine(), p.alg, p.Src(), p.Dst(), {p.stride, p.stride},
+        {p.window, p.window}, {0, 0}, {p.pt, p.pl}, {p.pb, p.pr}, p.Forward(),
+        UserScratchpad());
+    return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
                     pd.scratchpad_desc()};
   });
 }
@@ -138,14 +151,7 @@ ffi::Error MaxPoolBwdImpl(ffi::AnyBuffer dy, ffi::AnyBuffer workspace,
   return Guarded([&] {
     const PoolPlan& fwd = ForwardPlan(p);
     CheckWorkspace(fwd, workspace.size_bytes());
-    const PoolPlan& plan = Cached<PoolPlan>(p.Key("max_pool_bwd"), [&] {
-      dnnl::pooling_backward::primitive_desc pd(
-          Engine(), dnnl::algorithm::pooling_max, p.Src(), p.Dst(),
-          {stride, stride}, {window, window}, {0, 0}, {pad_top, pad_left},
-          {pad_bottom, pad_right}, p.Forward(), UserScratchpad());
-      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
-                      pd.scratchpad_desc()};
-    });
+    const PoolPlan& plan = BackwardPlan(p);
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
     Execute(plan.pool, plan.scratchpad,
@@ -186,11 +192,7 @@ ffi::Error AvgPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
       err.failure())
     return err;
   return Guarded([&] {
-    const PoolPlan& plan = Cached<PoolPlan>(p.Key("avg_pool_fwd"), [&] {
-      auto pd = p.Forward();
-      return PoolPlan{dnnl::pooling_forward(pd), pd.workspace_desc(),
-                      pd.scratchpad_desc()};
-    });
+    const PoolPlan& plan = ForwardPlan(p);
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
     Execute(plan.pool, plan.scratchpad,
@@ -210,14 +212,7 @@ ffi::Error AvgPoolBwdImpl(ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
       err.failure())
     return err;
   return Guarded([&] {
-    const PoolPlan& plan = Cached<PoolPlan>(p.Key("avg_pool_bwd"), [&] {
-      dnnl::pooling_backward::primitive_desc pd(
-          Engine(), p.alg, p.Src(), p.Dst(), {stride, stride},
-          {window, window}, {0, 0}, {pad_top, pad_left},
-          {pad_bottom, pad_right}, p.Forward(), UserScratchpad());
-      return PoolPlan{dnnl::pooling_backward(pd), pd.workspace_desc(),
-                      pd.scratchpad_desc()};
-    });
+    const PoolPlan& plan = BackwardPlan(p);
     dnnl::engine& eng = Engine();
     dnnl::stream s(eng);
     Execute(plan.pool, plan.scratchpad,
