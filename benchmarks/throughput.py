@@ -24,6 +24,7 @@ implementation in turn so that machine noise hits every side alike.
   python benchmarks/throughput.py --all [--quick] [--torch] [--json]
 """
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -44,6 +45,8 @@ import numpy as np
 
 from inception.models import flops
 from inception import data
+from inception import provenance
+from inception.kernels import onednn
 from inception.training import build, experiment, specs
 
 CONFIGS = {'nin_cifar': 'nin_cifar', 'nin_cifar_tiny': 'nin_cifar',
@@ -109,10 +112,11 @@ def _with_impl(config, impl, dtype=None):
   return config
 
 
-def gemm_runner(n):
-  """A closure running a jitted n x n x n float32 ``jnp.dot`` to completion."""
-  a, b = jax.random.normal(jax.random.key(0), (2, n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
+def gemm_runner(n, dtype=jnp.float32):
+  """A closure running a jitted n x n x n ``jnp.dot`` to completion
+  (bfloat16 operands accumulate in float32)."""
+  a, b = jax.random.normal(jax.random.key(0), (2, n, n)).astype(dtype)
+  dot = jax.jit(functools.partial(jnp.dot, preferred_element_type=jnp.float32))
   dot(a, b).block_until_ready()
   return lambda: dot(a, b).block_until_ready()
 
@@ -187,16 +191,22 @@ def measure(args):
       for _ in range(args.warmup if name.startswith('torch') else 0):
         run()
 
-  # The GEMM peak is sampled between the steps too: a CPU shared with other
+  # The GEMM peaks are sampled between the steps too: a CPU shared with other
   # work then slows the MFU numerator and denominator alike.
-  runners['gemm'] = gemm
+  gemms = {'gemm': gemm}
+  if 'bfloat16' in dtypes:
+    gemms['gemm bf16 (XLA)'] = gemm_runner(args.gemm_size, jnp.bfloat16)
+    if args.torch:
+      gemms['gemm bf16 (torch)'] = torch_models.gemm_runner(args.gemm_size)
+  runners.update(gemms)
   # Rounds of short blocks, one block per implementation in turn, so that
   # load on a shared machine hits every implementation alike. The first step
   # of each block is untimed: switching runtimes (XLA's thread pool, torch's
   # OpenMP threads) costs the step after the switch, not the implementation.
   rounds = -(-args.steps // args.block)
   per_round = {name: args.block + 1 for name in runners}
-  per_round['gemm'] = -(-args.gemm_repeats // rounds) + 1
+  for name in gemms:
+    per_round[name] = -(-args.gemm_repeats // rounds) + 1
   times = {name: [] for name in runners}
   for _ in range(rounds):
     for name, run in runners.items():
@@ -208,6 +218,9 @@ def measure(args):
   gemm_times = times.pop('gemm')
   peak = 2 * args.gemm_size**3 / statistics.median(gemm_times)
   best = 2 * args.gemm_size**3 / min(gemm_times)
+  bf16_peaks = {name[len('gemm bf16 ('):-1]: 2 * args.gemm_size**3 /
+                statistics.median(times.pop(name)) / 1e9
+                for name in list(gemms) if name != 'gemm'}
 
   results = {}
   for name, ts in times.items():
@@ -234,6 +247,7 @@ def measure(args):
       'pool_proj': config.model.get('pool_proj'), 'width': config.model.width,
       'batch_size': b, 'dtype': args.dtype, 'conv_impl': args.conv_impl,
       'device': str(jax.devices()[0]), 'cores': num_cores(),
+      'cpu': provenance.cpu_model(), 'onednn_isa': onednn.cpu_isa(),
       'steps': args.steps, 'warmup': args.warmup, 'params': report.params,
       'forward_macs_per_image': report.macs,
       'train_flops_per_image': train_flops,
@@ -242,6 +256,7 @@ def measure(args):
       'gemm_best_gflops_per_s': best / 1e9,
       'gemm_peak_definition': f'jitted fp32 jnp.dot {args.gemm_size}^3, '
                               f'median of {len(gemm_times)} interleaved runs',
+      'bf16_gemm_peak_gflops_per_s': bf16_peaks,
       'jax_compile_and_first_step_s': compile_s,
       'impls': results,
       'jax_over_torch_images_per_s': {
@@ -268,6 +283,13 @@ def print_result(r):
   print(f"MFU denominator: fp32 GEMM peak {r['gemm_peak_gflops_per_s']:.1f}"
         f" GFLOP/s ({r['gemm_peak_definition']}; best"
         f" {r['gemm_best_gflops_per_s']:.1f})")
+  print(f"CPU: {r['cpu']}; oneDNN kernels on"
+        f" {r['onednn_isa'] or 'nothing (not installed)'}"
+        f" (AMX: {'yes' if 'amx' in r['onednn_isa'] else 'no'})")
+  peaks = r.get('bf16_gemm_peak_gflops_per_s') or {}
+  if peaks:
+    print('bf16 GEMM peak (same size, bf16 operands, f32 sums): ' + ', '.join(
+        f'{v:.1f} GFLOP/s through {k}' for k, v in peaks.items()))
   print(f"JAX compile + first step: {r['jax_compile_and_first_step_s']:.1f} s;"
         f" median of {r['steps']} steps after {r['warmup']} warm-up\n")
   print('| implementation | step ms | min..max ms | images/s | model GFLOP/s'
@@ -277,6 +299,12 @@ def print_result(r):
           f"{s['max_step_ms']:.0f} | {s['images_per_s']:.1f} |"
           f" {s['model_gflops_per_s']:.1f} | {100 * s['mfu']:.1f}% |")
   print()
+  if peaks:
+    top = max(peaks.values())
+    for name, s in r['impls'].items():
+      if 'bf' in name:
+        print(f"{name}: {100 * s['model_gflops_per_s'] / top:.1f}% of the"
+              ' larger bf16 GEMM peak')
   for name, ratio in r['jax_over_torch_images_per_s'].items():
     print(f"JAX {r['dtype'].split(',')[0]} ({r['conv_impl'].split(',')[0]})"
           f" / {name} images/s: {ratio:.2f}x")

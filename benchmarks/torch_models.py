@@ -317,6 +317,13 @@ def make_train_step(model, *, learning_rate, momentum, nesterov, weight_decay,
   return step
 
 
+def gemm_runner(n: int):
+  """A closure running an n x n x n bf16 ``torch.mm`` (oneDNN underneath)."""
+  a, b = torch.randn(2, n, n).to(torch.bfloat16)
+  torch.mm(a, b)
+  return lambda: torch.mm(a, b)
+
+
 def torch_runners(config, host_variables, images, labels, n_params, *, mean,
                   std, threads):
   """Torch float32 and bf16-autocast training steps on the flax initial weights.

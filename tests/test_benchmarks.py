@@ -33,6 +33,26 @@ def test_kernel_benchmarks_run_at_toy_sizes(argv):
   assert json.loads(proc.stdout), proc.stdout[-500:]
 
 
+def test_throughput_names_the_cpu_kernels_and_the_bf16_peak():
+  """A toy throughput run: both dtypes, which ISA oneDNN runs on, and the
+  bf16 GEMM peak beside the fp32 one."""
+  from inception.kernels import onednn  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.throughput', '--model',
+       'nin_cifar_tiny', '--batch_size', '4', '--dtype', 'float32,bfloat16',
+       '--steps', '1', '--warmup', '0', '--block', '1', '--gemm_size', '64',
+       '--gemm_repeats', '1', '--json'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout)
+  assert set(result['impls']) == {'jax float32', 'jax bfloat16'}
+  assert result['onednn_isa'] == onednn.cpu_isa()
+  if onednn.available():
+    assert result['onednn_isa'].startswith(('avx', 'sse'))
+  assert result['bf16_gemm_peak_gflops_per_s']['XLA'] > 0
+  assert result['cpu']
+
+
 def test_init_scale_shows_why_the_paper_nin_is_fragile():
   """He init: a loss above chance and large gradients; a small fixed std: no signal."""
   proc = subprocess.run([sys.executable, '-m', 'benchmarks.init_scale',

@@ -69,6 +69,7 @@ _TARGETS = {
                  'InceptionOnednnBatchNormBwd'),
 }
 _QUERIES = ('InceptionOnednnAbiVersion', 'InceptionOnednnJaxlibVersion',
+            'InceptionOnednnCpuIsa',
             'InceptionOnednnMaxPoolWorkspaceBytes',
             'InceptionOnednnBatchNormWorkspaceBytes')
 
@@ -137,6 +138,7 @@ def _load():
     return None, f'{path} is stale: it lacks {missing[0]}'
   lib.InceptionOnednnAbiVersion.restype = ctypes.c_int64
   lib.InceptionOnednnJaxlibVersion.restype = ctypes.c_char_p
+  lib.InceptionOnednnCpuIsa.restype = ctypes.c_char_p
   if (lib.InceptionOnednnAbiVersion() != ABI_VERSION
       or lib.InceptionOnednnJaxlibVersion().decode()
       != jaxlib.version.__version__):
@@ -163,6 +165,15 @@ def _register() -> bool:
 def available() -> bool:
   """Whether the oneDNN kernels can run here (built, intact, on CPU)."""
   return jax.default_backend() == 'cpu' and _register()
+
+
+def cpu_isa() -> str:
+  """The instruction set oneDNN's kernels run on here ('' if unavailable).
+
+  ``'avx512_core_amx'``: bf16 products on AMX tiles; ``'avx512_core_bf16'``:
+  on AVX-512 BF16 dot products.
+  """
+  return _library().InceptionOnednnCpuIsa().decode() if available() else ''
 
 
 def unavailable_reason() -> str:

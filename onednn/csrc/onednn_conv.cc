@@ -312,6 +312,26 @@ extern "C" const char* InceptionOnednnJaxlibVersion() {
   return INCEPTION_JAXLIB_VERSION;
 }
 
+// The newest instruction set oneDNN's kernels use on this CPU, e.g.
+// "avx512_core_amx" (AMX tiles for bf16) or "avx512_core_bf16".
+extern "C" const char* InceptionOnednnCpuIsa() {
+  using isa = dnnl::cpu_isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case isa::sse41: return "sse41";
+    case isa::avx: return "avx";
+    case isa::avx2: return "avx2";
+    case isa::avx2_vnni: return "avx2_vnni";
+    case isa::avx2_vnni_2: return "avx2_vnni_2";
+    case isa::avx512_core: return "avx512_core";
+    case isa::avx512_core_vnni: return "avx512_core_vnni";
+    case isa::avx512_core_bf16: return "avx512_core_bf16";
+    case isa::avx512_core_fp16: return "avx512_core_fp16";
+    case isa::avx512_core_amx: return "avx512_core_amx";
+    case isa::avx512_core_amx_fp16: return "avx512_core_amx_fp16";
+    default: return "unknown";
+  }
+}
+
 #define INCEPTION_CONV_BINDING \
   xla::ffi::Ffi::Bind()        \
       .Arg<xla::ffi::AnyBuffer>() \
