@@ -15,8 +15,8 @@ Args (``--config configs/nin_cifar.py:ARGS``, comma separated):
   naive: removes the hidden 1x1 layers (the ablation).
   bn: BatchNorm after every convolution (``model.use_bn``); not the paper's.
   cpu: a short bf16 recipe with BatchNorm sized for ~45 minutes on a 2-core
-    CPU (results/nin_cpu); ``--config.model.use_bn=False`` runs the paper's
-    network on it.
+    CPU (its runs go to results/nin_cpu; none is published yet);
+    ``--config.model.use_bn=False`` runs the paper's network on it.
   ablation: the NiN ablation's protocol (configs/sweeps/nin_ablation.py,
     results/nin_ablation), frozen: the cpu recipe at 8 epochs; each family's
     peak lr and width come from the sweep.

@@ -48,7 +48,7 @@ class NiN(nn.Module):
     classifier_relu: the public model's ReLU on the class maps before the
       global average pool. With it, a network whose class maps all turn
       negative outputs uniform logits with zero gradient: the loss sticks at
-      log(num_classes) (``benchmarks/init_scale.py``, results/nin_cpu).
+      log(num_classes) (``benchmarks/init_scale.py``).
     kernels: the kernels and dtypes it runs on (``get_model`` resolves them).
   """
   num_classes: int = 10
