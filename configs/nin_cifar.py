@@ -37,6 +37,7 @@ def get_config(arg: str = ''):
   config.model.name = 'nin_cifar'  # The public Caffe model, 966,986 params.
   config.model.bottleneck = 'naive' not in args  # 'naive' drops the hidden 1x1 layers.
   config.model.dropout_rate = 0.5  # Dropout after the first two mlpconv blocks.
+  config.model.classifier_relu = True  # The public model's ReLU on the class maps (False: none).
   config.num_epochs = 120.0  # Epochs of train_split.
   config.learning_rate = 0.05  # Peak rate, half the base's: NiN has no BatchNorm.
   config.warmup_epochs = 2.0  # Linear warmup epochs.
