@@ -264,8 +264,10 @@ class StuckWatch:
             f'{loss:.4f}, chance level (log {round(math.exp(self.chance))} = '
             f'{self.chance:.4f}), with a gradient norm of {grad_norm:.2g} for '
             f'{self.windows} log windows; likely causes: too high a learning '
-            'rate, a warmup too short for it, or an initialisation that '
-            'kills the signal (see --config.learning_rate, warmup_epochs)')
+            'rate, a warmup too short for it, an initialisation that kills '
+            'the signal, or a ReLU that zeroes every class score (see '
+            '--config.learning_rate, warmup_epochs; NiN: '
+            '--config.model.classifier_relu=False)')
 
 
 def _window_means(window: list[tuple[int, dict]]) -> dict:
