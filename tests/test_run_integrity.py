@@ -324,6 +324,31 @@ def test_a_stuck_run_stops_when_asked_and_keeps_its_checkpoint(tmp_path):
   assert checkpoint.Checkpointer(workdir, read_only=True).steps()
 
 
+def test_the_stuck_watch_on_the_paper_nin_with_and_without_its_class_relu():
+  """The two published NiN pilots (results/nin_paper_pilot): the one whose
+  class-map ReLUs died is called stuck, the one without them never is; and
+  the README's table is what their metrics say."""
+  folder = os.path.join(REPO, 'results', 'nin_paper_pilot')
+  windows = {}
+  for relu in (True, False):
+    rows = metrics.read_jsonl(os.path.join(
+        folder, f'classifier_relu_{relu}', 'metrics.jsonl'))
+    windows[relu] = [(r['step'], r['train/loss'], r['train/grad_norm'])
+                     for r in rows if 'train/loss' in r]
+  watch = metrics.StuckWatch(10, windows=5)
+  assert [watch.observe(l, g) for _, l, g in windows[True]] == (
+      [False] * 5 + [True])
+  watch = metrics.StuckWatch(10, windows=1)
+  assert not any(watch.observe(l, g) for _, l, g in windows[False])
+  with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  for (step, l1, g1), (_, l2, g2) in zip(windows[True], windows[False]):
+    if step in (50, 100, 200, 300):
+      fmt = lambda g: f'{g:.2f}' if g >= 1 else f'{g:.2g}'
+      assert (f'| {step} | {l1:.4f} | {fmt(g1)} | {l2:.4f} | {fmt(g2)} |'
+              in readme), step
+
+
 def test_a_healthy_run_is_not_called_stuck(tmp_path):
   workdir = str(tmp_path / 'ok')
   loop.train_and_evaluate(quick_config(log_every_steps=1, stuck_windows=1),
