@@ -328,7 +328,8 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None, bias=None,
     compute_dtype: the operands' dtype (e.g. bfloat16); products accumulate
       in float32. None: x's dtype.
     bias: [C_out] added to the result, or None.
-    relu: apply a ReLU last (NaN stays NaN, as ``jax.nn.relu``).
+    relu: apply a ReLU last. A non-finite kernel or bias still gives NaN, as
+      with ``jax.nn.relu`` (the fused ReLU alone would map NaN to 0).
   """
   if bias is None and relu:
     bias = jnp.zeros(kernel.shape[-1:], jnp.float32)
