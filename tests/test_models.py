@@ -60,7 +60,9 @@ def test_nin_configs_keep_the_paper_network_unless_asked():
   from configs import nin_cifar  # pylint: disable=g-import-not-at-top
   paper, cpu = nin_cifar.get_config(), nin_cifar.get_config('cpu')
   assert not paper.model.use_bn and paper.model.bottleneck
+  assert paper.model.dropout_rate == 0.5  # The paper's regulariser.
   assert cpu.model.use_bn and cpu.dtype == 'bfloat16'
+  assert cpu.model.dropout_rate == 0.0  # The short recipe's, results/nin_cpu.
   assert not nin_cifar.get_config('naive,cpu').model.bottleneck
   with pytest.raises(ValueError, match='unknown config args'):
     nin_cifar.get_config('batchnorm')

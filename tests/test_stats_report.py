@@ -190,7 +190,7 @@ def test_the_ablation_recipe_is_what_the_published_runs_ran():
 
 
 @pytest.mark.parametrize('name,minutes,runs', [
-    ('cpu_time_to_accuracy', [5, 10, 15, 20], 4)])
+    ('cpu_time_to_accuracy', [5, 10, 15, 20], 4), ('nin_cpu', [15, 30, 45], 1)])
 def test_published_time_to_accuracy_table_regenerates(name, minutes, runs):
   """results/<name>/table.md is what its runs' metrics say."""
   from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
@@ -200,6 +200,21 @@ def test_published_time_to_accuracy_table_regenerates(name, minutes, runs):
   regenerated = time_to_accuracy.runs_table(folder, minutes)
   assert regenerated == published
   assert regenerated.count('\n') >= 2 + runs  # header, rule, and every run
+
+
+def test_published_nin_cpu_run_reaches_85_percent_in_45_minutes():
+  """results/nin_cpu: the recipe's run and the README's quote of it."""
+  from inception.sweeps import time_to_accuracy  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(RESULTS, 'nin_cpu')
+  run = os.path.join(folder, 'bn_bf16_11ep_dropout0_wd5e-4_seed0')
+  first = next(p for p in time_to_accuracy.eval_curve(run)
+               if p['accuracy'] >= 0.85)
+  assert first['wall_s'] <= 45 * 60
+  with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  assert f"{first['accuracy']:.4f} after {first['wall_s'] / 60:.1f} min" in readme
+  with open(os.path.join(folder, 'table.md'), encoding='utf-8') as f:
+    assert f.read().splitlines()[2] in readme
 
 
 def test_published_bf16_accuracy_is_what_the_runs_say():
