@@ -104,7 +104,7 @@ class TorchNiN(nn.Module):
   """``inception.models.networks.NiN`` in PyTorch (same options, widths and rounding)."""
 
   def __init__(self, num_classes=10, bottleneck=True, width=1.0,
-               dropout_rate=0.5, use_bn=False):
+               dropout_rate=0.5, use_bn=False, classifier_relu=True):
     super().__init__()
     s = lambda c: scale_width(c, width)
     blocks = [((s(192), s(160), s(96)), 5), ((s(192), s(192), s(192)), 5),
@@ -113,7 +113,8 @@ class TorchNiN(nn.Module):
     for i, (features, k) in enumerate(blocks):
       if not bottleneck:
         features = features[:1] + (features[-1:] if i == 2 else ())
-      self.add_module(f'mlpconv{i + 1}', MlpConv(cin, features, k, use_bn))
+      self.add_module(f'mlpconv{i + 1}', MlpConv(
+          cin, features, k, use_bn, final_relu=i < 2 or classifier_relu))
       cin = features[-1]
     self.pool1 = SamePool2d('max')
     self.pool2 = SamePool2d('avg')

@@ -149,13 +149,20 @@ def test_bias_and_relu_fused_into_the_conv_equal_them_after_it(
 
 
 @needs_onednn
-def test_a_fused_relu_keeps_a_non_finite_kernel_visible():
-  """oneDNN's fused ReLU maps NaN to 0; a NaN weight must still give NaN."""
-  x = jnp.ones((2, 8, 8, 3))
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_a_fused_relu_keeps_a_non_finite_kernel_visible(dtype):
+  """oneDNN's fused ReLU maps NaN to 0; a non-finite weight or bias must
+  still give NaN, in the output channels it feeds and only there."""
+  conv = jax.jit(lambda x, w, b: onednn.conv2d(
+      x, w, 1, 'SAME', compute_dtype=dtype, bias=b, relu=True))
+  x = jnp.ones((2, 8, 8, 3), dtype)
   w = jnp.ones((3, 3, 3, 4)).at[1, 1, 0, 0].set(jnp.nan)
-  y = jax.jit(lambda x, w: onednn.conv2d(x, w, 1, 'SAME', bias=jnp.zeros(4),
-                                         relu=True))(x, w)
+  y = conv(x, w, jnp.zeros(4))
   assert bool(jnp.isnan(y[..., 0]).all()) and bool(jnp.isfinite(y[..., 1:]).all())
+  y = conv(x, jnp.ones((3, 3, 3, 4)), jnp.zeros(4).at[2].set(-jnp.inf))
+  assert [bool(jnp.isnan(y[..., c]).all()) for c in range(4)] == [
+      False, False, True, False]
+  assert bool(jnp.isfinite(y[..., jnp.array([0, 1, 3])]).all())
 
 
 @needs_onednn

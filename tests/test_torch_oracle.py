@@ -21,6 +21,7 @@ CASES = [
     # Odd size: flax 'SAME' pools pad on both sides there, not just high.
     ('nin_cifar_tiny', {}, 33),
     ('nin_cifar_tiny', {'bottleneck': False}, 32),
+    ('nin_cifar_tiny', {'classifier_relu': False}, 32),
     ('googlenet_cifar_tiny', {}, 32),
     ('googlenet_cifar_tiny', {'bottleneck': False, 'pool_proj': False}, 32),
 ]

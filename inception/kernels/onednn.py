@@ -43,7 +43,7 @@ import jaxlib.version
 import numpy as np
 
 # Must equal onednn/setup.py's ABI_VERSION.
-ABI_VERSION = 3
+ABI_VERSION = 4
 _PACKAGE = 'inception_onednn'  # the optional package the library comes in
 _NAME = '_kernels'
 _MANIFEST_SUFFIX = '.manifest.json'
@@ -328,8 +328,9 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None, bias=None,
     compute_dtype: the operands' dtype (e.g. bfloat16); products accumulate
       in float32. None: x's dtype.
     bias: [C_out] added to the result, or None.
-    relu: apply a ReLU last. A non-finite kernel or bias still gives NaN, as
-      with ``jax.nn.relu`` (the fused ReLU alone would map NaN to 0).
+    relu: apply a ReLU last. An output channel whose kernel or bias is not
+      finite is NaN, as with ``jax.nn.relu`` (the fused ReLU alone would map
+      NaN to 0).
   """
   if bias is None and relu:
     bias = jnp.zeros(kernel.shape[-1:], jnp.float32)
@@ -352,21 +353,13 @@ def conv2d(x, kernel, strides: int, padding, compute_dtype=None, bias=None,
     return jax.nn.relu(y) if relu else y
   if bias is None:
     return _conv(x, kernel, strides, padding, compute_dtype)
-  fused = functools.partial(_conv_bias, strides=strides, padding=padding,
-                            compute_dtype=compute_dtype, relu=bool(relu))
-  if not relu:
-    return fused(x, kernel, bias)
-
-  # oneDNN's fused ReLU maps NaN to 0, where jax.nn.relu keeps it. A network
-  # whose parameters went non-finite must still show it in its loss: then
-  # the bias and ReLU run unfused (finite inputs and parameters give finite
-  # products, so the result is the reference's either way).
-  def unfused(x, kernel, bias):
-    y = _conv(x, kernel, strides, padding, compute_dtype)
-    return jax.nn.relu(y + bias.astype(y.dtype))
-
-  bad = ~(jnp.isfinite(kernel).all() & jnp.isfinite(bias).all())
-  return lax.cond(bad, unfused, fused, x, kernel, bias)
+  # oneDNN's fused ReLU maps NaN to 0, where jax.nn.relu keeps it; the
+  # handler sets every output channel whose kernel or bias is not finite to
+  # NaN, so a network whose parameters went non-finite still shows it in its
+  # loss (no lax.cond around the call: its operand copies cost more than the
+  # fusion saves).
+  return _conv_bias(x, kernel, bias, strides=strides, padding=padding,
+                    compute_dtype=compute_dtype, relu=bool(relu))
 
 
 def _pool_geometry(x_shape, window, strides, padding):

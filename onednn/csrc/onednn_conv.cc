@@ -7,7 +7,9 @@
 //   inception_onednn_conv_fwd:       y  = conv(x, w)
 //   inception_onednn_conv_fwd_bias:  y  = conv(x, w) + b, then a ReLU if the
 //                                    ``relu`` attribute is 1 (b: f32 [C_out]),
-//                                    both fused into the convolution
+//                                    both fused into the convolution; with the
+//                                    ReLU, a channel whose kernel or bias is
+//                                    not finite comes out NaN
 //   inception_onednn_conv_bwd_data:  dx = conv_transpose(dy, w)
 //   inception_onednn_conv_bwd_wei:   dw = correlation(x, dy)
 // Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (int64), and
@@ -18,8 +20,10 @@
 // call, which is cheap next to the convolution. Primitives are built once per
 // shape and cached (onednn_common.h: one call at a time, thread count).
 #include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "csrc/onednn_common.h"
 
@@ -149,6 +153,53 @@ Plan WithWeightReorder(const PrimitiveDesc& pd, const Primitive& conv,
   return p;
 }
 
+// Whether a float32 or bfloat16 value's exponent bits are all ones (inf, NaN).
+bool NonFinite(const void* data, bool bf16, int64_t i) {
+  if (bf16) {
+    uint16_t v;
+    std::memcpy(&v, static_cast<const char*>(data) + 2 * i, 2);
+    return (v & 0x7F80u) == 0x7F80u;
+  }
+  uint32_t v;
+  std::memcpy(&v, static_cast<const char*>(data) + 4 * i, 4);
+  return (v & 0x7F800000u) == 0x7F800000u;
+}
+
+// The fused ReLU maps NaN to 0, where the reference (conv, bias, then a ReLU)
+// keeps it: every output channel whose kernel slice (HWIO: the channel is the
+// last index) or bias holds an inf or NaN is set to NaN, so a network whose
+// parameters went non-finite still shows it. One pass over the kernel, which
+// is small next to the convolution; nothing more unless a value is bad.
+void PoisonNonFiniteChannels(const ffi::AnyBuffer& w, const ffi::AnyBuffer& b,
+                             ffi::AnyBuffer& y, int64_t channels) {
+  const bool w_bf16 = w.element_type() == ffi::DataType::BF16;
+  const int64_t w_size = static_cast<int64_t>(w.element_count());
+  std::vector<char> bad;
+  for (int64_t i = 0; i < w_size; ++i) {
+    if (NonFinite(w.untyped_data(), w_bf16, i)) {
+      bad.resize(channels, 0);
+      bad[i % channels] = 1;
+    }
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    if (NonFinite(b.untyped_data(), /*bf16=*/false, c)) {
+      bad.resize(channels, 0);
+      bad[c] = 1;
+    }
+  }
+  if (bad.empty()) return;
+  const bool y_bf16 = y.element_type() == ffi::DataType::BF16;
+  const int64_t y_size = static_cast<int64_t>(y.element_count());
+  char* out = static_cast<char*>(y.untyped_data());
+  const uint16_t nan16 = 0x7FC0u;
+  const uint32_t nan32 = 0x7FC00000u;
+  for (int64_t i = 0; i < y_size; ++i) {
+    if (!bad[i % channels]) continue;
+    if (y_bf16) std::memcpy(out + 2 * i, &nan16, 2);
+    else std::memcpy(out + 4 * i, &nan32, 4);
+  }
+}
+
 // y = conv(x, w), plus b and then a ReLU if ``relu`` where ``b`` is given:
 // both forward handlers.
 ffi::Error Forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
@@ -200,6 +251,7 @@ ffi::Error Forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
       args[DNNL_ARG_BIAS] = memory(bias_desc, eng, b->untyped_data());
     Execute(p.conv, p.conv_scratchpad, s, args);
     s.wait();
+    if (relu && b != nullptr) PoisonNonFiniteChannels(w, *b, y, g.o);
   });
 }
 
