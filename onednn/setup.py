@@ -18,7 +18,7 @@ from setuptools.command.build_ext import build_ext
 
 # Bumped whenever a handler's signature or the library's symbols change;
 # inception/kernels/onednn.py refuses a library with another value.
-ABI_VERSION = 4
+ABI_VERSION = 5
 MANIFEST_SUFFIX = '.manifest.json'
 
 

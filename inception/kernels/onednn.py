@@ -43,7 +43,7 @@ import jaxlib.version
 import numpy as np
 
 # Must equal onednn/setup.py's ABI_VERSION.
-ABI_VERSION = 4
+ABI_VERSION = 5
 _PACKAGE = 'inception_onednn'  # the optional package the library comes in
 _NAME = '_kernels'
 _MANIFEST_SUFFIX = '.manifest.json'
@@ -407,9 +407,9 @@ def max_pool(x, window: int, strides: int, padding):
 
   Padded positions never win (XLA's -inf padding); the gradient goes to each
   window's first maximum in row-major order, as XLA's does. oneDNN's maximum
-  skips NaNs where XLA's propagates them, so an input holding a NaN is
-  pooled by XLA instead: the result is the reference's either way. Shapes
-  whose windows do not fit (``window_fits``) run on XLA too.
+  skips NaNs where XLA's propagates them, so the handler sets every output
+  whose window holds a NaN to NaN: the result is the reference's. Shapes
+  whose windows do not fit (``window_fits``) run on XLA.
   """
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], (window, window),
@@ -425,8 +425,8 @@ def max_pool(x, window: int, strides: int, padding):
   if not all(window_fits(size, window, strides, *pads)
              for size, pads in zip(x.shape[1:3], padding)):
     return reference(x)
-  return lax.cond(jnp.isnan(x).any(), reference,
-                  lambda x: _max_pool(x, window, strides, padding), x)
+  # The handler sets every output whose window holds a NaN to NaN.
+  return _max_pool(x, window, strides, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -558,12 +558,7 @@ def batch_norm(x, scale, bias, epsilon: float, relu: bool = False):
     raise ValueError(f'oneDNN batch norm takes NHWC arrays, got {x.shape}')
   scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
   y, mean, var = _batch_norm(x, scale, bias, float(epsilon), bool(relu))
-  if relu:
-    # The fused ReLU maps NaN to 0, where the reference (BatchNorm, then
-    # jax.nn.relu) keeps it: a channel whose statistics or parameters are not
-    # finite is all NaN there, so it is here too.
-    bad = (jnp.isnan(mean) | jnp.isnan(var) | jnp.isinf(mean)
-           | ~jnp.isfinite(scale) | ~jnp.isfinite(bias))
-    y = lax.cond(bad.any(), lambda y: jnp.where(bad, jnp.nan, y).astype(
-        y.dtype), lambda y: y, y)
+  # With the ReLU, the handler sets a channel whose statistics or affine
+  # parameters are not finite to NaN, as the reference (BatchNorm, then
+  # jax.nn.relu) gives; the fused ReLU alone would map NaN to 0.
   return y, mean, var

@@ -27,6 +27,8 @@
 #include <sstream>
 #include <string>
 
+#include <vector>
+
 #include "csrc/onednn_common.h"
 
 namespace inception_onednn {
@@ -146,6 +148,25 @@ ffi::Error MakeNorm(const ffi::AnyBuffer& x, int64_t relu, float epsilon,
   return ToDnnlType(x.element_type(), &p->dt, "batch norm's x");
 }
 
+// The fused ReLU maps NaN to 0, where the reference (BatchNorm, then
+// jax.nn.relu) keeps it: a channel whose statistics (a NaN mean or variance,
+// an infinite mean) or affine parameters are not finite is all NaN there,
+// so it is set to NaN here too.
+void PoisonBadChannels(const ffi::AnyBuffer& scale, const ffi::AnyBuffer& shift,
+                       const ffi::AnyBuffer& mean, const ffi::AnyBuffer& var,
+                       ffi::AnyBuffer& y, int64_t channels) {
+  std::vector<char> bad(channels, 0);
+  bool any = false;
+  for (int64_t c = 0; c < channels; ++c) {
+    if (NonFinite(mean.untyped_data(), false, c) ||
+        IsNaN(var.untyped_data(), false, c) ||
+        NonFinite(scale.untyped_data(), false, c) ||
+        NonFinite(shift.untyped_data(), false, c))
+      bad[c] = any = true;
+  }
+  if (any) PoisonChannels(y, bad.data(), channels);
+}
+
 ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
                             ffi::AnyBuffer shift, ffi::Result<ffi::AnyBuffer> y,
                             ffi::Result<ffi::AnyBuffer> mean,
@@ -176,6 +197,7 @@ ffi::Error BatchNormFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale,
     }
     Execute(plan.norm, plan.scratchpad, s, args);
     s.wait();
+    if (p.relu) PoisonBadChannels(scale, shift, *mean, *var, *y, p.c);
   }, kThreads);
 }
 

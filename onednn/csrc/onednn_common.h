@@ -25,7 +25,9 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +49,59 @@ using tag = dnnl::memory::format_tag;
       .Attr<int64_t>("pad_bottom")    \
       .Attr<int64_t>("pad_left")      \
       .Attr<int64_t>("pad_right")
+
+// Elementwise views of a float32 or bfloat16 buffer, for the handlers' NaN
+// guards: oneDNN's fused ReLU and max pooling drop NaNs that the reference
+// ops (jax.nn.relu, XLA's reduce_window) keep, and these restore them.
+inline uint32_t Bits(const void* data, bool bf16, int64_t i) {
+  if (bf16) {
+    uint16_t v;
+    std::memcpy(&v, static_cast<const char*>(data) + 2 * i, 2);
+    return static_cast<uint32_t>(v) << 16;
+  }
+  uint32_t v;
+  std::memcpy(&v, static_cast<const char*>(data) + 4 * i, 4);
+  return v;
+}
+inline bool NonFinite(const void* data, bool bf16, int64_t i) {
+  return (Bits(data, bf16, i) & 0x7F800000u) == 0x7F800000u;
+}
+inline bool IsNaN(const void* data, bool bf16, int64_t i) {
+  const uint32_t v = Bits(data, bf16, i);
+  return (v & 0x7F800000u) == 0x7F800000u && (v & 0x007FFFFFu) != 0;
+}
+inline void SetNaN(void* data, bool bf16, int64_t i) {
+  const uint32_t nan = 0x7FC00000u;
+  const uint16_t nan16 = 0x7FC0u;
+  if (bf16) std::memcpy(static_cast<char*>(data) + 2 * i, &nan16, 2);
+  else std::memcpy(static_cast<char*>(data) + 4 * i, &nan, 4);
+}
+inline bool IsBf16(const ffi::AnyBuffer& b) {
+  return b.element_type() == ffi::DataType::BF16;
+}
+// Sets every element of an NHWC (channel-last) buffer whose channel is
+// flagged in ``bad`` (one char per channel) to NaN.
+inline void PoisonChannels(ffi::AnyBuffer& y, const char* bad,
+                           int64_t channels) {
+  const int64_t size = static_cast<int64_t>(y.element_count());
+  for (int64_t i = 0; i < size; ++i)
+    if (bad[i % channels]) SetNaN(y.untyped_data(), IsBf16(y), i);
+}
+
+// Whether a float32 or bfloat16 buffer holds a NaN: one branch-free pass
+// the compiler vectorises, for guards that must read a whole activation.
+__attribute__((optimize("O3"))) inline bool AnyNaN(const ffi::AnyBuffer& b) {
+  const int64_t size = static_cast<int64_t>(b.element_count());
+  bool any = false;
+  if (IsBf16(b)) {
+    const uint16_t* v = static_cast<const uint16_t*>(b.untyped_data());
+    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFu) > 0x7F80u;
+  } else {
+    const uint32_t* v = static_cast<const uint32_t*>(b.untyped_data());
+    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFFFFFu) > 0x7F800000u;
+  }
+  return any;
+}
 
 inline dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);

@@ -20,7 +20,6 @@
 // call, which is cheap next to the convolution. Primitives are built once per
 // shape and cached (onednn_common.h: one call at a time, thread count).
 #include <cstdint>
-#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -153,18 +152,6 @@ Plan WithWeightReorder(const PrimitiveDesc& pd, const Primitive& conv,
   return p;
 }
 
-// Whether a float32 or bfloat16 value's exponent bits are all ones (inf, NaN).
-bool NonFinite(const void* data, bool bf16, int64_t i) {
-  if (bf16) {
-    uint16_t v;
-    std::memcpy(&v, static_cast<const char*>(data) + 2 * i, 2);
-    return (v & 0x7F80u) == 0x7F80u;
-  }
-  uint32_t v;
-  std::memcpy(&v, static_cast<const char*>(data) + 4 * i, 4);
-  return (v & 0x7F800000u) == 0x7F800000u;
-}
-
 // The fused ReLU maps NaN to 0, where the reference (conv, bias, then a ReLU)
 // keeps it: every output channel whose kernel slice (HWIO: the channel is the
 // last index) or bias holds an inf or NaN is set to NaN, so a network whose
@@ -172,32 +159,16 @@ bool NonFinite(const void* data, bool bf16, int64_t i) {
 // is small next to the convolution; nothing more unless a value is bad.
 void PoisonNonFiniteChannels(const ffi::AnyBuffer& w, const ffi::AnyBuffer& b,
                              ffi::AnyBuffer& y, int64_t channels) {
-  const bool w_bf16 = w.element_type() == ffi::DataType::BF16;
+  std::vector<char> bad(channels, 0);
+  bool any = false;
   const int64_t w_size = static_cast<int64_t>(w.element_count());
-  std::vector<char> bad;
   for (int64_t i = 0; i < w_size; ++i) {
-    if (NonFinite(w.untyped_data(), w_bf16, i)) {
-      bad.resize(channels, 0);
-      bad[i % channels] = 1;
-    }
+    if (NonFinite(w.untyped_data(), IsBf16(w), i)) bad[i % channels] = any = true;
   }
   for (int64_t c = 0; c < channels; ++c) {
-    if (NonFinite(b.untyped_data(), /*bf16=*/false, c)) {
-      bad.resize(channels, 0);
-      bad[c] = 1;
-    }
+    if (NonFinite(b.untyped_data(), /*bf16=*/false, c)) bad[c] = any = true;
   }
-  if (bad.empty()) return;
-  const bool y_bf16 = y.element_type() == ffi::DataType::BF16;
-  const int64_t y_size = static_cast<int64_t>(y.element_count());
-  char* out = static_cast<char*>(y.untyped_data());
-  const uint16_t nan16 = 0x7FC0u;
-  const uint32_t nan32 = 0x7FC00000u;
-  for (int64_t i = 0; i < y_size; ++i) {
-    if (!bad[i % channels]) continue;
-    if (y_bf16) std::memcpy(out + 2 * i, &nan16, 2);
-    else std::memcpy(out + 4 * i, &nan32, 4);
-  }
+  if (any) PoisonChannels(y, bad.data(), channels);
 }
 
 // y = conv(x, w), plus b and then a ReLU if ``relu`` where ``b`` is given:

@@ -104,6 +104,33 @@ void CheckWorkspace(const PoolPlan& plan, size_t bytes) {
     throw dnnl::error(dnnl_invalid_arguments, "workspace too small");
 }
 
+// oneDNN's maximum skips NaNs where XLA's reduce_window propagates them:
+// every output whose window holds a NaN is set to NaN. One vectorised pass
+// over x; the window loops run only when it found a NaN.
+void PropagateNaN(const Pool& p, const ffi::AnyBuffer& x, ffi::AnyBuffer& y) {
+  if (!AnyNaN(x)) return;
+  const bool bf16 = IsBf16(x);
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t oh = 0; oh < p.ho; ++oh)
+      for (int64_t ow = 0; ow < p.wo; ++ow)
+        for (int64_t ch = 0; ch < p.c; ++ch) {
+          bool nan = false;
+          for (int64_t i = 0; i < p.window && !nan; ++i) {
+            const int64_t ih = oh * p.stride - p.pt + i;
+            if (ih < 0 || ih >= p.h) continue;
+            for (int64_t j = 0; j < p.window && !nan; ++j) {
+              const int64_t iw = ow * p.stride - p.pl + j;
+              if (iw < 0 || iw >= p.w) continue;
+              nan = IsNaN(x.untyped_data(), bf16,
+                          ((n * p.h + ih) * p.w + iw) * p.c + ch);
+            }
+          }
+          if (nan)
+            SetNaN(y.untyped_data(), bf16,
+                   ((n * p.ho + oh) * p.wo + ow) * p.c + ch);
+        }
+}
+
 ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
                           ffi::Result<ffi::AnyBuffer> workspace,
                           int64_t window, int64_t stride, int64_t pad_top,
@@ -130,6 +157,7 @@ ffi::Error MaxPoolFwdImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
             {DNNL_ARG_WORKSPACE,
              memory(plan.workspace, eng, workspace->untyped_data())}});
     s.wait();
+    PropagateNaN(p, x, *y);
   });
 }
 
