@@ -5,7 +5,8 @@
 Runs the forward pass and both gradients of each handler (conv, conv + bias
 with and without its ReLU, max and average pool, BatchNorm with and without
 its ReLU) at the shapes that once crashed
-(1x1 inputs under 5x5 and 7x7 kernels, batch 1, odd strides), then, given
+(1x1 inputs under 5x5 and 7x7 kernels, batch 1, odd strides), and the NaN
+guards with non-finite inputs and parameters, then, given
 ``--check LOG``, fails if memcheck reported any error whose stack passes
 through oneDNN or these handlers. Errors elsewhere (glibc's loader,
 protobuf, re2: known memcheck false positives in uninstrumented code) are
@@ -37,11 +38,25 @@ def run_kernels():
     for pool in (onednn.max_pool, onednn.avg_pool):
       jax.block_until_ready(jax.jit(jax.grad(lambda x, s=s, pool=pool: jnp.sum(
           jnp.sin(pool(x, 3, s, 'SAME')))))(x))
+    # The NaN guards' own loops: a NaN input to the max pool, a NaN kernel
+    # and an infinite bias under the fused ReLU, in f32 and bf16.
+    for dtype in (jnp.float32, jnp.bfloat16):
+      bad = x.at[0, 0, 0, 0].set(jnp.nan).astype(dtype)
+      jax.block_until_ready(jax.jit(
+          lambda x, s=s: onednn.max_pool(x, 3, s, 'SAME'))(bad))
+      jax.block_until_ready(jax.jit(
+          lambda x, w, b, s=s, p=p, dtype=dtype: onednn.conv2d(
+              x, w, s, p, compute_dtype=dtype, bias=b, relu=True))(
+                  x.astype(dtype), w.at[0, 0, 0, 1].set(jnp.nan),
+                  jnp.ones(4).at[3].set(jnp.inf)))
   x = jax.random.normal(jax.random.key(2), (2, 3, 3, 16))
   for relu in (False, True):
     jax.block_until_ready(jax.jit(jax.grad(lambda x, g, b, relu=relu: jnp.sum(
         jnp.sin(onednn.batch_norm(x, g, b, 1e-5, relu)[0])), (0, 1, 2)))(
             x, jnp.ones(16), jnp.zeros(16)))
+  jax.block_until_ready(jax.jit(lambda x, g, b: onednn.batch_norm(
+      x, g, b, 1e-5, True)[0])(x, jnp.ones(16).at[2].set(jnp.nan),
+                               jnp.zeros(16)))
   print('every handler ran')
 
 
