@@ -26,7 +26,6 @@
 #include <iomanip>
 #include <sstream>
 #include <string>
-
 #include <vector>
 
 #include "csrc/onednn_common.h"

@@ -84,21 +84,26 @@ inline bool IsBf16(const ffi::AnyBuffer& b) {
 inline void PoisonChannels(ffi::AnyBuffer& y, const char* bad,
                            int64_t channels) {
   const int64_t size = static_cast<int64_t>(y.element_count());
+  const bool bf16 = IsBf16(y);
   for (int64_t i = 0; i < size; ++i)
-    if (bad[i % channels]) SetNaN(y.untyped_data(), IsBf16(y), i);
+    if (bad[i % channels]) SetNaN(y.untyped_data(), bf16, i);
 }
 
-// Whether a float32 or bfloat16 buffer holds a NaN: one branch-free pass
-// the compiler vectorises, for guards that must read a whole activation.
-__attribute__((optimize("O3"))) inline bool AnyNaN(const ffi::AnyBuffer& b) {
+// Whether a float32 or bfloat16 buffer holds a NaN (``nan_only``) or any
+// non-finite value: one branch-free pass the compiler vectorises, so that the
+// guards cost a read of the buffer and nothing more when all is finite.
+__attribute__((optimize("O3"))) inline bool AnyNonFinite(
+    const ffi::AnyBuffer& b, bool nan_only = false) {
   const int64_t size = static_cast<int64_t>(b.element_count());
   bool any = false;
   if (IsBf16(b)) {
     const uint16_t* v = static_cast<const uint16_t*>(b.untyped_data());
-    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFu) > 0x7F80u;
+    const uint16_t limit = nan_only ? 0x7F81u : 0x7F80u;
+    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFu) >= limit;
   } else {
     const uint32_t* v = static_cast<const uint32_t*>(b.untyped_data());
-    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFFFFFu) > 0x7F800000u;
+    const uint32_t limit = nan_only ? 0x7F800001u : 0x7F800000u;
+    for (int64_t i = 0; i < size; ++i) any |= (v[i] & 0x7FFFFFFFu) >= limit;
   }
   return any;
 }

@@ -159,16 +159,15 @@ Plan WithWeightReorder(const PrimitiveDesc& pd, const Primitive& conv,
 // is small next to the convolution; nothing more unless a value is bad.
 void PoisonNonFiniteChannels(const ffi::AnyBuffer& w, const ffi::AnyBuffer& b,
                              ffi::AnyBuffer& y, int64_t channels) {
+  if (!AnyNonFinite(w) && !AnyNonFinite(b)) return;
   std::vector<char> bad(channels, 0);
-  bool any = false;
+  const bool w_bf16 = IsBf16(w);
   const int64_t w_size = static_cast<int64_t>(w.element_count());
-  for (int64_t i = 0; i < w_size; ++i) {
-    if (NonFinite(w.untyped_data(), IsBf16(w), i)) bad[i % channels] = any = true;
-  }
-  for (int64_t c = 0; c < channels; ++c) {
-    if (NonFinite(b.untyped_data(), /*bf16=*/false, c)) bad[c] = any = true;
-  }
-  if (any) PoisonChannels(y, bad.data(), channels);
+  for (int64_t i = 0; i < w_size; ++i)
+    if (NonFinite(w.untyped_data(), w_bf16, i)) bad[i % channels] = 1;
+  for (int64_t c = 0; c < channels; ++c)
+    if (NonFinite(b.untyped_data(), /*bf16=*/false, c)) bad[c] = 1;
+  PoisonChannels(y, bad.data(), channels);
 }
 
 // y = conv(x, w), plus b and then a ReLU if ``relu`` where ``b`` is given:

@@ -108,7 +108,7 @@ void CheckWorkspace(const PoolPlan& plan, size_t bytes) {
 // every output whose window holds a NaN is set to NaN. One vectorised pass
 // over x; the window loops run only when it found a NaN.
 void PropagateNaN(const Pool& p, const ffi::AnyBuffer& x, ffi::AnyBuffer& y) {
-  if (!AnyNaN(x)) return;
+  if (!AnyNonFinite(x, /*nan_only=*/true)) return;
   const bool bf16 = IsBf16(x);
   for (int64_t n = 0; n < p.n; ++n)
     for (int64_t oh = 0; oh < p.ho; ++oh)
