@@ -8,6 +8,7 @@ included, ties too (``tests/test_conv_ops.py``); ``inception.kernels.backend``
 decides where each runs.
 """
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +151,72 @@ def max_pool_separable(x, window: int, strides: int, padding):
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)),
               constant_values=-jnp.inf)
   return _separable_max(x, window, strides)
+
+
+def _as_bits(x):
+  return lax.bitcast_convert_type(x, jnp.uint16)
+
+
+def _is_16bit_float(dtype) -> bool:
+  return jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _concat_bits(xs, axis: int):
+  dtype = xs[0].dtype
+  return lax.bitcast_convert_type(
+      jnp.concatenate([_as_bits(x) for x in xs], axis), dtype)
+
+
+def _concat_bits_fwd(xs, axis):
+  return _concat_bits(xs, axis), [x.shape[axis] for x in xs]
+
+
+def _concat_bits_bwd(axis, sizes, dy):
+  return (_split_bits(dy, tuple(sizes), axis),)
+
+
+_concat_bits.defvjp(_concat_bits_fwd, _concat_bits_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _split_bits(y, sizes: tuple, axis: int):
+  bits = _as_bits(y)
+  out, start = [], 0
+  for s in sizes:
+    out.append(lax.bitcast_convert_type(
+        lax.slice_in_dim(bits, start, start + s, axis=axis), y.dtype))
+    start += s
+  return out
+
+
+def _split_bits_fwd(y, sizes, axis):
+  return _split_bits(y, sizes, axis), None
+
+
+def _split_bits_bwd(sizes, axis, _, dys):
+  return (_concat_bits(list(dys), axis),)
+
+
+_split_bits.defvjp(_split_bits_fwd, _split_bits_bwd)
+
+
+def concatenate(xs, axis: int = -1):
+  """``jnp.concatenate``, as bits for 16-bit floats (and its gradient too).
+
+  XLA:CPU computes a bf16 concatenate or slice in float32, a conversion
+  pass over every operand and back; moving the same bits as uint16 skips
+  both.
+  """
+  axis = axis % xs[0].ndim
+  if _is_16bit_float(xs[0].dtype) and all(x.dtype == xs[0].dtype for x in xs):
+    return _concat_bits(list(xs), axis)
+  return jnp.concatenate(xs, axis)
+
+
+def split(y, sizes, axis: int = -1):
+  """``y`` cut into pieces of ``sizes`` along ``axis``; bits for 16-bit floats."""
+  axis = axis % y.ndim
+  if _is_16bit_float(y.dtype):
+    return _split_bits(y, tuple(int(s) for s in sizes), axis)
+  return jnp.split(y, list(itertools.accumulate(sizes))[:-1], axis)

@@ -12,7 +12,6 @@ from typing import Any, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from inception.kernels.backend import XLA, Kernels
 from inception.kernels.batchnorm import BatchNorm
@@ -308,7 +307,7 @@ class InceptionBlock(nn.Module):
     if self.pool_proj:
       bp = conv(w.pool_proj, 1, 'pool_proj')(bp, train)
     with jax.named_scope('concat'):
-      return jnp.concatenate([b1, b3, b5, bp], axis=-1)
+      return self.kernels.concat([b1, b3, b5, bp])
 
   def _fused_pointwise(self, x, train, heads):
     """The 1x1 ConvBNs ``heads`` of ``x`` through one GEMM; name -> output."""
@@ -317,8 +316,7 @@ class InceptionBlock(nn.Module):
     y = self.kernels.pointwise(x, kernel)
     if weights[0][1] is not None:  # biases (no BatchNorm)
       y = y + jnp.concatenate([b for _, b in weights]).astype(y.dtype)
-    ends = np.cumsum([k.shape[-1] for k, _ in weights])[:-1]
-    parts = jnp.split(y, ends, axis=-1)
+    parts = self.kernels.split(y, [k.shape[-1] for k, _ in weights])
     return {name: head(None, train, pre_activation=part)
             for (name, head), part in zip(heads.items(), parts)}
 
