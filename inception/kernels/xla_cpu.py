@@ -1,4 +1,5 @@
-"""Kernels written for XLA:CPU: im2col convolutions, shifted-sum depthwise, max pool.
+"""Kernels written for XLA:CPU: im2col convolutions, shifted-sum depthwise, max
+pool, and channel concat/split that move bf16 as bits.
 
 On XLA:CPU a convolution runs at a fraction of GEMM speed, most of all its
 weight gradient, and a max pool's gradient goes through select_and_scatter,
@@ -154,6 +155,7 @@ def max_pool_separable(x, window: int, strides: int, padding):
 
 
 def _as_bits(x):
+  """A 16-bit float array's bits, as uint16 (free: a bitcast)."""
   return lax.bitcast_convert_type(x, jnp.uint16)
 
 
@@ -169,11 +171,12 @@ def _concat_bits(xs, axis: int):
 
 
 def _concat_bits_fwd(xs, axis):
-  return _concat_bits(xs, axis), [x.shape[axis] for x in xs]
+  # Residuals must be arrays: empty ones carry the pieces' sizes.
+  return _concat_bits(xs, axis), [jnp.zeros((x.shape[axis], 0)) for x in xs]
 
 
 def _concat_bits_bwd(axis, sizes, dy):
-  return (_split_bits(dy, tuple(sizes), axis),)
+  return (_split_bits(dy, tuple(s.shape[0] for s in sizes), axis),)
 
 
 _concat_bits.defvjp(_concat_bits_fwd, _concat_bits_bwd)
