@@ -68,7 +68,8 @@ ablation: install
 
 # The accuracy-vs-MACs frontier: the lr tuning sweep, then the frontier sweep
 # with each family's tuned lr (configs/sweeps/cifar10_frontier.py); both
-# resumable. Sized to about 8 CPU-hours on 2 cores.
+# resumable. 8.8e14 training FLOPs, sized for about 8 CPU-hours; at the rates its
+# first runs took on a 2-core CPU (27-99 min each) it needs about 24 hours.
 frontier: install
 	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
 	    --sweep configs/sweeps/cifar10_frontier_lr.py \
