@@ -9,11 +9,11 @@ included, ties too (``tests/test_conv_ops.py``); ``inception.kernels.backend``
 decides where each runs.
 """
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 from inception.kernels import gemm, onednn
 
@@ -222,4 +222,4 @@ def split(y, sizes, axis: int = -1):
   axis = axis % y.ndim
   if _is_16bit_float(y.dtype):
     return _split_bits(y, tuple(int(s) for s in sizes), axis)
-  return jnp.split(y, list(itertools.accumulate(sizes))[:-1], axis)
+  return jnp.split(y, np.cumsum(sizes)[:-1], axis)
