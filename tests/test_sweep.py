@@ -387,6 +387,33 @@ def test_different_overrides_never_share_a_run_directory(tmp_path):
   assert mine.name == 'data_dir=a_b' and other.name != mine.name
 
 
+def test_parallel_workers_share_an_accelerator_s_memory(tmp_path, monkeypatch):
+  """With --parallel N each worker may take 0.9/N of a GPU's memory, not the
+  75% a JAX process takes by default (the second would run out of it); a
+  memory setting of the user's is left alone."""
+  (tmp_path / 'envprobe.py').write_text(
+      'import os, sys\n'
+      'w = sys.argv[sys.argv.index("--workdir") + 1]\n'
+      'open(os.path.join(w, "env"), "w").write(\n'
+      '    os.environ.get("XLA_CLIENT_MEM_FRACTION", "unset"))\n')
+  monkeypatch.setattr(sweep, 'TRAIN_MODULE', 'envprobe')
+  monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+  for var in sweep.GPU_MEMORY_VARS:
+    monkeypatch.delenv(var, raising=False)
+
+  def fractions(parallel, name):
+    runs = sweep.plan(str(tmp_path / name), [{'seed': 0}, {'seed': 1}])
+    sweep.execute(runs, CONFIG, [], parallel, echo=lambda _: None)
+    return {(tmp_path / name / r.name / 'env').read_text() for r in runs}
+
+  assert fractions(1, 'one') == {'unset'}
+  assert fractions(4, 'four') == {'0.225'}
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  assert fractions(4, 'theirs') == {'unset'}
+  assert sweep.worker_env(2, {})['XLA_CLIENT_MEM_FRACTION'] == '0.450'
+  assert sweep.worker_env(1, {}) is None
+
+
 def test_unwritable_run_directory_fails_that_run_only(tmp_path):
   """A run that cannot even start is recorded failed; nothing raises."""
   from inception.cli import sweep as sweep_main  # pylint: disable=g-import-not-at-top

@@ -391,8 +391,29 @@ def _kill(proc: subprocess.Popen, sig: int):
     pass  # already gone
 
 
-def _start(run: Run, config_arg: str, extra: list[str]):
-  """Starts a run's worker: (process, log file)."""
+# The variables by which a JAX process sizes its accelerator memory pool.
+GPU_MEMORY_VARS = ('XLA_CLIENT_MEM_FRACTION', 'XLA_PYTHON_CLIENT_MEM_FRACTION',
+                   'XLA_PYTHON_CLIENT_PREALLOCATE', 'XLA_PYTHON_CLIENT_ALLOCATOR')
+
+
+def worker_env(parallel: int, environ=None) -> dict | None:
+  """The workers' environment when ``parallel`` of them share one machine.
+
+  A JAX process takes 75% of each GPU's memory up front, so the second run
+  on a GPU would run out of memory. With ``parallel > 1`` each worker gets
+  ``XLA_CLIENT_MEM_FRACTION = 0.9 / parallel`` (at most 0.75) instead; the
+  CPU ignores it. None (inherit unchanged) for one worker, or when the user
+  set any of ``GPU_MEMORY_VARS``: theirs stands.
+  """
+  environ = os.environ if environ is None else environ
+  if parallel <= 1 or any(v in environ for v in GPU_MEMORY_VARS):
+    return None
+  return {**environ,
+          'XLA_CLIENT_MEM_FRACTION': f'{min(0.75, 0.9 / parallel):.3f}'}
+
+
+def _start(run: Run, config_arg: str, extra: list[str], env=None):
+  """Starts a run's worker: (process, log file); ``env``: see worker_env."""
   os.makedirs(run.workdir, exist_ok=True)
   log = open(workdir_lib.path(run.workdir, workdir_lib.LOG), 'a',
              encoding='utf-8')
@@ -406,7 +427,7 @@ def _start(run: Run, config_arg: str, extra: list[str]):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
   except BaseException:
     log.close()
     raise
@@ -493,6 +514,7 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
   runs never started are left out of the result). With ``program`` (run ->
   the key of the program it compiles) and ``parallel > 1``, runs sharing a
   program start after the first of them has compiled it (``_WarmUp``).
+  Parallel workers share each GPU's memory (``worker_env``).
 
   Returns:
     run name -> final status ('done', 'failed', 'stopped', 'skipped' if
@@ -502,6 +524,7 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
   results, queue = split_done(runs, echo)
   active, logs = interrupt.active, {}
   warm_up = _WarmUp(program, echo) if program and parallel > 1 else None
+  env = worker_env(parallel)
   interrupt.install()
   try:
     while queue or active:
@@ -513,7 +536,7 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
           break
         echo(f'start {run.name}')
         try:
-          proc, log = _start(run, config_arg, extra)
+          proc, log = _start(run, config_arg, extra, env)
         except OSError as e:
           results[run.name] = 'failed'
           echo(f'failed {run.name}: cannot start it in {run.workdir} '
