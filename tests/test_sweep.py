@@ -387,20 +387,27 @@ def test_different_overrides_never_share_a_run_directory(tmp_path):
   assert mine.name == 'data_dir=a_b' and other.name != mine.name
 
 
-def test_parallel_workers_share_an_accelerator_s_memory(tmp_path, monkeypatch):
-  """With --parallel N each worker may take 0.9/N of a GPU's memory, not the
-  75% a JAX process takes by default (the second would run out of it); a
-  memory setting of the user's is left alone."""
-  (tmp_path / 'envprobe.py').write_text(
+@pytest.fixture
+def probe_worker(tmp_path, monkeypatch):
+  """Workers that train nothing: each writes its summary and the memory
+  fraction it was given (``env``) into its run directory, and exits 0."""
+  (tmp_path / 'probe_worker.py').write_text(
       'import os, sys\n'
       'w = sys.argv[sys.argv.index("--workdir") + 1]\n'
       'open(os.path.join(w, "env"), "w").write(\n'
-      '    os.environ.get("XLA_CLIENT_MEM_FRACTION", "unset"))\n')
-  monkeypatch.setattr(sweep, 'TRAIN_MODULE', 'envprobe')
+      '    os.environ.get("XLA_CLIENT_MEM_FRACTION", "unset"))\n'
+      'open(os.path.join(w, "summary.json"), "w").write("{}")\n')
+  monkeypatch.setattr(sweep, 'TRAIN_MODULE', 'probe_worker')
   monkeypatch.setenv('PYTHONPATH', str(tmp_path))
   for var in sweep.GPU_MEMORY_VARS:
     monkeypatch.delenv(var, raising=False)
 
+
+def test_parallel_workers_share_an_accelerator_s_memory(tmp_path, monkeypatch,
+                                                        probe_worker):
+  """With --parallel N each worker may take 0.9/N of a GPU's memory, not the
+  75% a JAX process takes by default (the second would run out of it); a
+  memory setting of the user's is left alone."""
   def fractions(parallel, name):
     runs = sweep.plan(str(tmp_path / name), [{'seed': 0}, {'seed': 1}])
     sweep.execute(runs, CONFIG, [], parallel, echo=lambda _: None)
@@ -412,6 +419,31 @@ def test_parallel_workers_share_an_accelerator_s_memory(tmp_path, monkeypatch):
   assert fractions(4, 'theirs') == {'unset'}
   assert sweep.worker_env(2, {})['XLA_CLIENT_MEM_FRACTION'] == '0.450'
   assert sweep.worker_env(1, {}) is None
+
+
+def test_a_sweep_that_plans_from_finished_runs_runs_until_it_plans_none(
+    tmp_path, probe_worker):
+  """An lr grid grows past a winning edge only once its runs have finished:
+  one command runs every round (the frontier's tuning sweep is one)."""
+  from inception.cli import sweep as sweep_main  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'w'
+  sweep_file = _write(tmp_path / 'grows.py', (
+      'import os\n'
+      'def get_sweep(config):\n'
+      f'  done = lambda s: os.path.exists(r"{workdir}/seed=%d/summary.json" % s)\n'
+      '  n = 1\n'
+      '  while n < 3 and done(n - 1):\n'
+      '    n += 1\n'
+      '  return [{"seed": s} for s in range(n)]\n'))
+  lines = []
+  results = sweep_main.run_sweep(quick_config(), CONFIG, sweep_file,
+                                 str(workdir), cli_overrides(),
+                                 echo=lines.append)
+  assert results == {'seed=0': 'done', 'seed=1': 'done', 'seed=2': 'done'}
+  assert sum('plans 1 more run' in line for line in lines) == 2
+  manifest = json.loads((workdir / 'sweep.json').read_text())
+  assert [r['name'] for r in manifest['runs']] == ['seed=0', 'seed=1',
+                                                   'seed=2']
 
 
 def test_unwritable_run_directory_fails_that_run_only(tmp_path):

@@ -121,6 +121,18 @@ def dry_run_commands(runs: list[sweep.Run], config_arg: str,
   return [shlex.join(r.command(config_arg, extra)) for r in runs]
 
 
+# Rounds of a sweep whose file plans more runs from finished ones (an lr
+# grid grows at most twice past each end: 5 rounds).
+MAX_ROUNDS = 8
+
+
+def _new_runs(workdir: str, sweep_path: str, config,
+              results: dict[str, str]) -> list[sweep.Run]:
+  """The runs the sweep file plans now that were not in the rounds so far."""
+  return [r for r in sweep.plan(workdir, sweep.load_sweep(sweep_path, config))
+          if r.name not in results]
+
+
 def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
               extra: list[str], parallel: int = 1, dry_run: bool = False,
               echo=print, launcher: str = 'local',
@@ -130,6 +142,11 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
               cost_from: list[str] | None = None, time_steps: int = 0
               ) -> dict[str, str] | None:
   """Plans and runs a sweep (``main`` then writes the report).
+
+  A sweep file may plan from finished runs (an lr grid that grows past a
+  winning edge, ``inception.sweeps.frontier``): once a round has finished,
+  the file is read again and the runs it newly plans run as the next round,
+  until it plans none (at most ``MAX_ROUNDS``; a dry run shows the first).
 
   Args:
     workdir: the sweep's directory (``~`` expanded, made absolute here).
@@ -181,16 +198,27 @@ def run_sweep(config, config_arg: str, sweep_path: str, workdir: str,
   if launcher == 'ray' and not ray_address:
     launchers.check_local_ray_fits(args)  # before anything is written
   workdir_lib.prepare(workdir)  # writable, or one error line
-  sweep.write_manifest(workdir, config_arg, sweep_path, extra, runs, config)
-  if launcher == 'slurm':
-    results = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
-                                  echo, cluster=submitit_cluster)
-  elif launcher == 'ray':
-    results = launchers.run_ray(runs, config_arg, extra, args, ray_address,
-                                echo)
-  else:
-    results = sweep.execute(runs, config_arg, extra, parallel, echo,
-                            interrupt, program=sweep.program_key(config))
+  results, interrupt = {}, interrupt or sweep.Interrupt()
+  for _ in range(MAX_ROUNDS):
+    sweep.write_manifest(workdir, config_arg, sweep_path, extra, runs, config)
+    if launcher == 'slurm':
+      done = launchers.run_slurm(runs, config_arg, extra, args, jobs_dir,
+                                 echo, cluster=submitit_cluster)
+    elif launcher == 'ray':
+      done = launchers.run_ray(runs, config_arg, extra, args, ray_address,
+                               echo)
+    else:
+      done = sweep.execute(runs, config_arg, extra, parallel, echo,
+                           interrupt, program=sweep.program_key(config))
+    results.update(done)
+    if interrupt.requested or 'failed' in done.values():
+      break
+    runs = _new_runs(workdir, sweep_path, config, results)
+    if not runs:
+      break
+    sweep.check_rerun(workdir, config_arg, extra, runs, config)
+    echo(f'the sweep file plans {len(runs)} more run(s) from the finished '
+         'ones (e.g. an lr grid that grew past a winning edge)')
   failed = [n for n, s in results.items() if s == 'failed']
   if failed:
     echo(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their '
