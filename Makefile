@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-gpu install-tpu test demo flops clean ablation frontier nin-ablation memcheck
+.PHONY: install install-gpu install-tpu test demo flops clean ablation frontier frontier-accelerator nin-ablation memcheck
 
 $(STAMP): requirements.txt requirements-common.txt requirements-test.txt requirements-cluster.txt \
     constraints.txt pyproject.toml onednn/setup.py onednn/pyproject.toml \
@@ -77,6 +77,21 @@ frontier: install
 	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
 	    --sweep configs/sweeps/cifar10_frontier.py \
 	    --workdir results/cifar10_frontier --config.dataset=$(DATASET) || $(NO_CIFAR10)
+
+# The same frontier on one GPU or TPU host (after make install-gpu or
+# install-tpu), widths up to 1/2, bf16 (configs/sweeps/cifar10_frontier_accelerator.py):
+# lr tuning, then the final runs, PARALLEL at a time sharing the accelerator;
+# both resumable. Not yet run on an accelerator.
+PARALLEL ?= 8
+frontier-accelerator:
+	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
+	    --sweep configs/sweeps/cifar10_frontier_accelerator_lr.py \
+	    --workdir results/cifar10_frontier_accelerator_lr --config.dataset=$(DATASET) \
+	    --config.dtype=bfloat16 --parallel $(PARALLEL) || $(NO_CIFAR10)
+	$(PY) sweep.py --config configs/inception_cifar.py:frontier \
+	    --sweep configs/sweeps/cifar10_frontier_accelerator.py \
+	    --workdir results/cifar10_frontier_accelerator --config.dataset=$(DATASET) \
+	    --config.dtype=bfloat16 --parallel $(PARALLEL) || $(NO_CIFAR10)
 
 # The NiN ablation, the same protocol over two NiN families (with and without
 # the hidden 1x1 layers; configs/sweeps/nin_ablation.py): lr tuning, then the

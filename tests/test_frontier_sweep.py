@@ -92,3 +92,33 @@ def test_the_nin_ablation_is_a_frontier_of_two_families_at_equal_macs(
     assert plain['model.width'] < mlpconv['model.width']
     assert abs(macs(plain) / macs(mlpconv) - 1) < budget.TOLERANCE
     assert plain['train_split'] == 'train[:90%]' == mlpconv['train_split']
+
+
+def test_the_accelerator_frontier_overlaps_its_families_up_to_width_half(
+    tmp_path):
+  """Three widths per family whose MACs overlap (bottleneck, naive at equal
+  MACs, separable one step wider), tuned in a folder of its own."""
+  from configs.sweeps import cifar10_frontier_accelerator as accelerator  # pylint: disable=g-import-not-at-top
+  from inception.models import budget  # pylint: disable=g-import-not-at-top
+  config = inception_cifar.get_config('frontier')
+  root = str(tmp_path)
+  assert accelerator.TUNING_DIR != cifar10_frontier.TUNING_DIR
+  for family, lr, overrides in accelerator.tuning_runs(config, root):
+    run = os.path.join(root, accelerator.TUNING_DIR, sweep.run_name(overrides))
+    os.makedirs(run)
+    with open(os.path.join(run, 'summary.json'), 'w') as f:
+      json.dump({'final_eval_accuracy': {0.1: 0.7, 0.2: 0.8, 0.4: 0.75}[lr]},
+                f)
+  runs = accelerator.FRONTIER.final_runs(config, root)
+  assert len(runs) == 3 * 3 * 3 + 2 * 3  # families x widths x seeds + long
+  macs = lambda r: budget.macs(
+      'googlenet_cifar', (32, 32, 3), bottleneck=r['model.bottleneck'],
+      pool_proj=r['model.pool_proj'], separable=r['model.separable'],
+      width=r['model.width'])
+  seed0 = runs[:9]  # width by width: bottleneck, naive, separable
+  for i in range(3):
+    bottleneck, naive, separable = (macs(r) for r in seed0[3 * i:3 * i + 3])
+    assert abs(naive / bottleneck - 1) < budget.TOLERANCE
+    assert 0.85 < separable / bottleneck < 1.0
+  assert max(r['model.width'] for r in runs) == 0.75
+  assert {r['learning_rate'] for r in runs} == {0.2}
