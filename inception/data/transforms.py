@@ -60,8 +60,11 @@ def conform(image, size: int, channels: int, crop_fraction: float = 1.0):
     crop_fraction: fraction of the shorter side kept by the center crop.
 
   Returns:
-    A uint8 tensor.
+    A uint8 tensor; a numpy array where TensorFlow is not installed
+    (``conform_array``). ``np.asarray`` takes either.
   """
+  if not tf_quiet.available():
+    return conform_array(np.asarray(image), size, channels, crop_fraction)
   image = to_channels(tf.convert_to_tensor(image), channels)
   shape = tf.shape(image)
   h, w = shape[-3], shape[-2]
@@ -84,6 +87,38 @@ def conform(image, size: int, channels: int, crop_fraction: float = 1.0):
   else:
     out = resize_crop()
   return tf.ensure_shape(out, image.shape[:-3] + [size, size, channels])
+
+
+def conform_array(images: np.ndarray, size: int, channels: int,
+                  crop_fraction: float = 1.0) -> np.ndarray:
+  """``conform`` of a uint8 array without TensorFlow (JAX-only GPU images).
+
+  ``jax.image.resize`` (on the host CPU) computes the same antialiased
+  bilinear resize as TF's; rounding may differ by one level.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  c = images.shape[-1]
+  if c in (2, 4):  # Drop alpha.
+    images, c = images[..., :c - 1], c - 1
+  if c == 1 and channels == 3:
+    images = np.repeat(images, 3, axis=-1)
+  elif c == 3 and channels == 1:
+    images = np.round(images @ np.asarray(_LUMA)).clip(0, 255)[..., None]
+  elif c != channels:
+    raise ValueError(f'cannot convert {c} channels to {channels}')
+  images = images.astype(np.uint8)
+  h, w = images.shape[-3:-1]
+  if crop_fraction == 1.0 and (h, w) == (size, size):
+    return images
+  target = float(math.ceil(size / crop_fraction))
+  nh, nw = (max(size, round(side * target / min(h, w))) for side in (h, w))
+  with jax.default_device(jax.local_devices(backend='cpu')[0]):
+    resized = np.asarray(jax.image.resize(
+        images.astype(np.float32), images.shape[:-3] + (nh, nw, channels),
+        'linear', antialias=True))
+  y, x = (nh - size) // 2, (nw - size) // 2
+  out = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+  return out[..., y:y + size, x:x + size, :]
 
 
 def decode_files(files: np.ndarray, size: int, channels: int):
@@ -257,7 +292,7 @@ def apply_inception(images, params, size: int):
 def eval_center_crop(images: np.ndarray) -> np.ndarray:
   """ImageNet-style eval view of already conformed square images."""
   s, c = images.shape[1], images.shape[3]
-  return conform(images, s, c, EVAL_CROP_FRACTION).numpy()
+  return np.asarray(conform(images, s, c, EVAL_CROP_FRACTION))
 
 
 def train_view(kind: str, images, rng, global_batch: int, lo: int, hi: int):
