@@ -351,7 +351,7 @@ def _digits_split(size, channels):
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   digits = datasets.load_digits()
   images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
-  images = np.asarray(transforms.conform(images, size, channels))
+  images = np.array(transforms.conform(images, size, channels))
   return _shuffled(images, digits.target.astype(np.int32))
 
 

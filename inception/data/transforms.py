@@ -61,7 +61,7 @@ def conform(image, size: int, channels: int, crop_fraction: float = 1.0):
 
   Returns:
     A uint8 tensor; a numpy array where TensorFlow is not installed
-    (``conform_array``). ``np.asarray`` takes either.
+    (``conform_array``). ``np.array`` takes either.
   """
   if not tf_quiet.available():
     return conform_array(np.asarray(image), size, channels, crop_fraction)
@@ -292,7 +292,7 @@ def apply_inception(images, params, size: int):
 def eval_center_crop(images: np.ndarray) -> np.ndarray:
   """ImageNet-style eval view of already conformed square images."""
   s, c = images.shape[1], images.shape[3]
-  return np.asarray(conform(images, s, c, EVAL_CROP_FRACTION))
+  return np.array(conform(images, s, c, EVAL_CROP_FRACTION))  # writable
 
 
 def train_view(kind: str, images, rng, global_batch: int, lo: int, hi: int):
