@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from inception.sweeps import plots, report
+from inception.sweeps import cost, plots, report
 from inception.training import workdir
 
 # (family, width) -> (MACs per image, accuracies over seeds), 8 epochs.
@@ -145,7 +145,7 @@ def test_narrow_points_are_hollow_on_the_figure_and_footnoted(sweep):
   axes = Figure().subplots(1, 3)
   plots.plot_frontier(fr.families, fr.epochs, axes=axes,
                       note=report.narrow_note(fr))
-  for ax, key in zip(axes, ('macs', 'train_flops', 'images_per_s')):
+  for ax, key in zip(axes, ('macs', 'train_flops', 'speed')):
     points = [c.lines[0] for c in ax.containers]  # errorbars' markers
     hollow = sorted(float(l.get_xdata()[0]) for l in points
                     if l.get_markerfacecolor() == 'none')
@@ -239,3 +239,40 @@ def test_top5_is_reported_where_the_runs_recorded_it(tmp_path):
   with open(os.path.join(root, 'results.csv'), encoding='utf-8') as f:
     header = f.readline().strip().split(',')
   assert header[header.index('final_accuracy') + 1] == 'final_top5_accuracy'
+
+
+def test_side_by_side_speed_replaces_the_runs_logged_images_per_s(sweep):
+  """A speed.json (benchmarks/sweep_speed.py) sets the third panel's x."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  runs = report.load_runs(sweep)
+  fr = report.frontier(report.arms(runs))
+  logged = {a.label: a.images_per_s for a in fr.arms}
+  keys = {a.label: cost.speed_key(a.runs[0].config) for a in fr.arms}
+  assert len(set(keys.values())) == 6  # one step shape per point
+  timed = {label: 100.0 + 10 * i for i, label in enumerate(sorted(keys))}
+  workdir.write_json(os.path.join(sweep, cost.SPEED_FILE), {
+      'cpu': 'AMD EPYC', 'date': '2026-12-06', 'git_commit': 'abcdef0123',
+      'num_steps': 10, 'rounds': 5, 'arms': [
+          {'key': keys[label], 'run': label, 'images_per_s': rate}
+          for label, rate in timed.items()]})
+  report.write_report(sweep)
+  md = _md(sweep)
+  assert '| images_per_s | side_by_side_images_per_s |' in md
+  assert 'timed in one process on AMD EPYC, median of 5 rounds of 10 steps' in md
+  fr = report.frontier(report.arms(report.load_runs(sweep)))
+  speed = cost.read_speed(sweep)
+  for a in fr.arms:
+    a.side_by_side = speed['rates'][cost.speed_key(a.runs[0].config)]
+    assert a.speed == timed[a.label] != logged[a.label]
+  # The 24-epoch arms share their 8-epoch twins' step: the same rate.
+  for arm in report.arms(report.load_runs(sweep)):
+    assert cost.speed_key(arm.runs[0].config) in speed['rates']
+  axes = Figure().subplots(1, 3)
+  plots.plot_frontier(fr.families, fr.epochs, axes=axes, speed_on='AMD EPYC')
+  xs = sorted(float(c.lines[0].get_xdata()[0]) for c in axes[2].containers)
+  assert xs == sorted(timed.values())
+  assert 'timed side by side, AMD EPYC' in axes[2].get_xlabel()
+  with open(os.path.join(sweep, cost.SPEED_FILE), 'w', encoding='utf-8') as f:
+    f.write('{"arms": [{"key": "x"}]}')
+  with pytest.raises(report.UserError, match='not a side-by-side speed file'):
+    report.write_report(sweep)

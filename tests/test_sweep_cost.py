@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, TINY_MACS, cli_overrides, quick_config
+from conftest import REPO, TINY_MACS, cli_overrides, quick_config, run_cli
 from inception.sweeps import sweep, cost as sweep_cost
-from inception.training import loop
+from inception.training import loop, workdir
 from test_sweep import SWEEP, _write
 
 
@@ -102,3 +102,27 @@ def test_a_split_that_cannot_be_counted_here_is_listed_unpriced(tmp_path):
   assert sweep_cost.format_costs(costs) == [
       '0 run(s) to go: 0 training FLOPs; 2 run(s) not priced (their train '
       'split cannot be counted here)']
+
+
+def test_sweep_speed_times_each_finished_shape_side_by_side(tmp_path):
+  """benchmarks/sweep_speed.py: one arm per step shape, rounds interleaved."""
+  root = tmp_path / 'sweep'
+  for name, overrides in (('a', {'seed': 0}), ('b', {'seed': 1}),
+                          ('c', {'seed': 0, 'batch_size': 4})):
+    loop.train_and_evaluate(quick_config(**overrides), str(root / name))
+  os.makedirs(root / 'unfinished')
+  out = run_cli('benchmarks/sweep_speed.py', str(root), '--steps', '2',
+                '--rounds', '3')
+  assert out.returncode == 0, out.stderr[-2000:]
+  speed = workdir.read_json(str(root / sweep_cost.SPEED_FILE))
+  assert [a['run'] for a in speed['arms']] == ['a', 'c']  # b: a's shape
+  assert all(len(a['rounds_images_per_s']) == 3 and a['images_per_s'] > 0
+             for a in speed['arms'])
+  assert speed['cpu'] and speed['num_steps'] == 2
+  read = sweep_cost.read_speed(str(root))
+  assert set(read['rates']) == {a['key'] for a in speed['arms']}
+  bad = run_cli('benchmarks/sweep_speed.py', str(root / 'unfinished'))
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines() == [
+      f'error: {root / "unfinished"} has no finished run to time; train its '
+      'sweep first']

@@ -62,7 +62,13 @@ def with_overrides(config: ml_collections.ConfigDict,
   return cfg
 
 
-def _speed_key(cfg: dict) -> str:
+def speed_key(cfg) -> str:
+  """What sets a run's images/s: its model, batch, dtypes and kernels.
+
+  ``cfg``: a config (dict or ConfigDict), saved by any version (fields added
+  since are filled in), so a run's saved config and today's agree.
+  """
+  cfg = workdir_lib.with_added_fields(cfg)
   return json.dumps({k: cfg.get(k) for k in _SPEED_FIELDS}, sort_keys=True,
                     default=str)
 
@@ -125,15 +131,16 @@ def measured_rates(dirs: list[str]) -> dict[str, tuple[float, str]]:
         continue
       rate = _measured_rate(run_dir)
       if rate:
-        found.setdefault(_speed_key(cfg), (rate, f'measured by {name}'))
+        found.setdefault(speed_key(cfg), (rate, f'measured by {name}'))
   return found
 
 
-def time_train_steps(cfg: ml_collections.ConfigDict, num_steps: int) -> float:
-  """Images/s of ``num_steps`` train steps on random images, on one device.
+def step_timer(cfg: ml_collections.ConfigDict):
+  """A timer of ``cfg``'s train step on random images, on one device.
 
-  One step compiles first and is not timed. The data pipeline is left out:
-  this is the step's own speed.
+  Builds and compiles the step (one untimed step); the returned
+  ``timer(num_steps) -> images/s`` then runs that many steps. The data
+  pipeline is left out: this is the step's own speed.
   """
   s = specs.read(cfg)
   model = build.model(s.model)
@@ -144,21 +151,120 @@ def time_train_steps(cfg: ml_collections.ConfigDict, num_steps: int) -> float:
       num_classes=s.model.num_classes, accum_steps=s.loop.grad_accum_steps,
       ema_decay=s.loop.ema_decay, augment=s.loop.augment), donate_argnums=0)
   key = jax.random.key(0)
-  state = steps.create_train_state(
+  state = [steps.create_train_state(
       model, tx, models.init_variables(model, s.model.input_shape, key),
-      ema=s.loop.ema_decay > 0)
+      ema=s.loop.ema_decay > 0)]
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(
       0, 256, (s.data.batch_size, *s.model.input_shape), np.uint8)),
            'label': jnp.asarray(rng.integers(0, s.model.num_classes,
                                              s.data.batch_size), jnp.int32)}
-  state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
-  return num_steps * s.data.batch_size / (time.perf_counter() - start)
+
+  def timer(num_steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      state[0], metrics = step(state[0], batch, key)
+    jax.block_until_ready(metrics)
+    return num_steps * s.data.batch_size / (time.perf_counter() - start)
+
+  timer(1)  # compiles
+  return timer
+
+
+def time_train_steps(cfg: ml_collections.ConfigDict, num_steps: int) -> float:
+  """Images/s of ``num_steps`` train steps of ``cfg`` (``step_timer``)."""
+  return step_timer(cfg)(num_steps)
+
+
+def side_by_side(configs: list[ml_collections.ConfigDict], num_steps: int,
+                 rounds: int) -> list[list[float]]:
+  """Images/s of each config's step, ``rounds`` times, round-robin.
+
+  Every step is compiled first; then each round times ``num_steps`` steps
+  of every config in turn, so that a change in the machine's load touches
+  all of them alike. Returns one list of ``rounds`` rates per config.
+  """
+  timers = [step_timer(cfg) for cfg in configs]
+  rates = [[] for _ in configs]
+  for _ in range(rounds):
+    for timer, out in zip(timers, rates):
+      out.append(timer(num_steps))
+  return rates
+
+
+# The side-by-side images/s of a sweep's arms (benchmarks/sweep_speed.py).
+SPEED_FILE = 'speed.json'
+
+
+def finished_shapes(workdir: str) -> list[tuple[str, str, dict]]:
+  """(speed key, first run's name, its config) per distinct step shape.
+
+  Over the finished runs of sweep ``workdir`` (a ``summary.json`` whose
+  status is done), in name order; runs that differ only in what does not
+  change a step's speed (seed, lr, schedule) share one entry.
+  """
+  found = {}
+  for name in sorted(os.listdir(workdir)):
+    run_dir = os.path.join(workdir, name)
+    try:
+      summary = workdir_lib.read_json(workdir_lib.path(run_dir,
+                                                       workdir_lib.SUMMARY))
+      cfg = workdir_lib.read_config(workdir_lib.path(run_dir,
+                                                     workdir_lib.CONFIG))
+    except (UserError, OSError):
+      continue
+    if isinstance(summary, dict) and summary.get('status') == 'done':
+      found.setdefault(speed_key(cfg), (name, cfg))
+  return [(key, name, cfg) for key, (name, cfg) in found.items()]
+
+
+def measure_speed(workdir: str, num_steps: int, rounds: int,
+                  echo=print) -> dict:
+  """Side-by-side images/s of every step shape a sweep's runs trained.
+
+  Compiles each shape's train step, then times ``num_steps`` steps of each
+  in turn, ``rounds`` times (``side_by_side``); an arm's rate is the median
+  of its rounds. Returns ``SPEED_FILE``'s content (without provenance).
+
+  Raises:
+    UserError: the sweep has no finished run.
+  """
+  shapes = finished_shapes(workdir)
+  if not shapes:
+    raise UserError(f'{workdir} has no finished run to time; train its '
+                    'sweep first')
+  echo(f'compiling {len(shapes)} step shape(s), then {rounds} round(s) of '
+       f'{num_steps} steps each')
+  rates = side_by_side([ml_collections.ConfigDict(cfg) for _, _, cfg in shapes],
+                       num_steps, rounds)
+  return {'num_steps': num_steps, 'rounds': rounds, 'arms': [
+      {'key': key, 'run': name, 'images_per_s': float(np.median(r)),
+       'rounds_images_per_s': [round(x, 2) for x in r]}
+      for (key, name, _), r in zip(shapes, rates)]}
+
+
+def read_speed(workdir: str) -> dict | None:
+  """``SPEED_FILE`` of a sweep: its machine, date, commit, how it was timed
+  (``timing``) and ``rates``, {speed key: images/s}.
+
+  Returns None when the sweep has none; raises UserError when it is not
+  what ``benchmarks/sweep_speed.py`` writes.
+  """
+  path = os.path.join(workdir, SPEED_FILE)
+  if not os.path.exists(path):
+    return None
+  speed = workdir_lib.read_json(path)
+  try:
+    rates = {a['key']: float(a['images_per_s']) for a in speed['arms']}
+    return {'cpu': str(speed['cpu']), 'rates': rates,
+            'date': str(speed.get('date', '')),
+            'git_commit': str(speed.get('git_commit', ''))[:7],
+            'timing': f"median of {int(speed['rounds'])} rounds of "
+                      f"{int(speed['num_steps'])} steps"}
+  except (TypeError, KeyError, ValueError):
+    raise UserError(f'{path} is not a side-by-side speed file (arms with a '
+                    'key and images_per_s); rerun benchmarks/sweep_speed.py '
+                    'or remove it') from None
 
 
 def estimate(config: ml_collections.ConfigDict, runs, rate_dirs: list[str],
@@ -197,7 +303,7 @@ def estimate(config: ml_collections.ConfigDict, runs, rate_dirs: list[str],
       continue
     images = remaining * s.data.batch_size
     macs = budget.macs(s.model.name, s.model.input_shape, **s.model.kwargs)
-    key = _speed_key(cfg.to_dict())
+    key = speed_key(cfg)
     if key not in rates and time_steps > 0:
       echo(f'# timing {time_steps} train steps of {run.name} ...')
       rates[key] = (time_train_steps(cfg, time_steps), 'timed here')

@@ -124,11 +124,15 @@ def plot_time(arms, path=None, ax=None, note: str = ''):
 _FRONTIER_PANELS = (
     ('macs', 'MACs per image (log scale)', 'log'),
     ('train_flops', 'training FLOPs per run (log scale)', 'log'),
-    ('images_per_s', 'training images/s (measured)', 'linear'))
+    ('speed', 'training images/s', 'linear'))
 
 
-def plot_frontier(families, epochs, path=None, axes=None, note: str = ''):
+def plot_frontier(families, epochs, path=None, axes=None, note: str = '',
+                  speed_on: str = ''):
   """Final eval accuracy against MACs, training FLOPs and images/s.
+
+  The images/s are each arm's ``speed``: ``speed_on`` names the machine
+  where they were timed side by side; '' means the runs' own logged rates.
 
   One line per family through its arms trained ``epochs`` epochs, by MACs;
   each point is the mean over seeds with its 95% CI (clipped to [0, 1]).
@@ -161,6 +165,9 @@ def plot_frontier(families, epochs, path=None, axes=None, note: str = ''):
                     markerfacecolor='none' if a.narrow else color,
                     clip_on=False)
     ax.set_xscale(scale)
+    if key == 'speed':
+      xlabel += (f' (timed side by side, {speed_on})' if speed_on
+                 else ' (as the runs logged it)')
     ax.set_xlabel(xlabel)
     ax.grid(True, which='both', alpha=0.3)
     _accuracy_axis(ax)

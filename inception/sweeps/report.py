@@ -19,7 +19,9 @@ provenance), ``pareto.png``, ``curves.png`` and ``time.png``.
 Where at least two module families (a design, every override but the width
 and the schedule) each ran at two or more widths, it also draws their
 accuracy-vs-cost frontiers (``frontier.png``: against MACs per image,
-training FLOPs and measured images/s) on the most common schedule, and adds
+training FLOPs and training images/s, timed side by side on one machine where
+the sweep holds a ``speed.json`` from ``benchmarks/sweep_speed.py``, else as
+the runs logged them) on the most common schedule, and adds
 to ``results.md`` each family's accuracy against the reference family's at
 equal MACs (read off the frontiers) and, for families that also ran another
 number of epochs, the schedule check. A frontier compares code and machines:
@@ -40,7 +42,7 @@ import warnings
 import ml_collections
 
 from inception.models import budget
-from inception.sweeps import plots, stats
+from inception.sweeps import cost, plots, stats
 from inception.training import identity, metrics, specs
 from inception.training import workdir as workdir_lib
 from inception.errors import UserError
@@ -111,6 +113,8 @@ class Arm:
   kind: str  # 'bottleneck', 'naive', 'separable' or 'other' (plot style)
   runs: list[RunResult]  # finished runs only
   shape: budget.Shape | None = None
+  # Its images/s timed beside the other arms' (the sweep's speed.json).
+  side_by_side: float | None = None
 
   def final_accuracies(self) -> list[float]:
     return [r.summary.get('final_eval_accuracy') for r in self.runs]
@@ -144,6 +148,12 @@ class Arm:
     """Mean measured training throughput over the runs."""
     return stats.summarize([r.summary.get('images_per_s')
                             for r in self.runs]).mean
+
+  @property
+  def speed(self) -> float:
+    """Training images/s: timed side by side where the sweep was, else as
+    its runs logged it (``images_per_s``)."""
+    return self.side_by_side or self.images_per_s
 
   @property
   def width(self):
@@ -619,7 +629,8 @@ def _ci(low: float, high: float, scale: float = 100) -> str:
   return f'[{scale * low:+.2f}, {scale * high:+.2f}]'
 
 
-def _frontier_markdown(fr: Frontier, mixing: str, refused: bool) -> list[str]:
+def _frontier_markdown(fr: Frontier, mixing: str, refused: bool,
+                       speed: dict | None = None) -> list[str]:
   """results.md's frontier sections (or why it is not drawn)."""
   md = ['', f'## Frontier ({_g(fr.epochs)} epochs, frontier.png)', '']
   if refused:
@@ -634,9 +645,20 @@ def _frontier_markdown(fr: Frontier, mixing: str, refused: bool) -> list[str]:
   for row, arm in zip(rows, fr.arms):
     row.update(family=fr.family_of(arm).name, width=_g(arm.width),
                hollow='yes' if arm.narrow else '')
+    if arm.side_by_side:
+      row['side_by_side_images_per_s'] = f'{arm.side_by_side:.1f}'
+  timed = any(a.side_by_side for a in fr.arms)
   md += [_markdown(['family', 'width', 'seeds', 'macs', 'narrowest_branch',
                     'hollow', 'final_accuracy', '95%_ci', 'train_flops',
-                    'images_per_s'], rows)]
+                    'images_per_s', *(['side_by_side_images_per_s']
+                                      if timed else [])], rows)]
+  if timed:
+    md += ['', f'images_per_s: as each arm\'s runs logged it (mean), on '
+           'whatever machine and load they had; side_by_side_images_per_s: '
+           f'every arm\'s train step timed in one process on {speed["cpu"]}, '
+           f'{speed["timing"]} taken round-robin ({speed["date"]}, commit '
+           f'{speed["git_commit"]}, benchmarks/sweep_speed.py), which the '
+           'figure\'s third panel plots.']
   note = narrow_note(fr)
   if note:
     md += ['', note]
@@ -695,7 +717,7 @@ def provenance_note(runs: list[RunResult]) -> str:
 
 
 def _markdown_report(runs, all_arms, ref, fr=None, mixing='',
-                     refused=False) -> str:
+                     refused=False, speed=None) -> str:
   rows = [r.row() for r in runs]
   md = ['# Results', '']
   if all_arms:
@@ -730,7 +752,7 @@ def _markdown_report(runs, all_arms, ref, fr=None, mixing='',
       md += ['', f'Degenerate arms (a branch whose output has <= '
              f'{budget.DEGENERATE_CHANNELS} channels): {", ".join(degenerate)}.']
   if fr is not None:
-    md += _frontier_markdown(fr, mixing, refused)
+    md += _frontier_markdown(fr, mixing, refused, speed)
   md += ['', '## Runs', '',
          _markdown([h for h in _columns(rows) if h != 'error'], rows)]
   note = provenance_note(runs)
@@ -770,6 +792,10 @@ def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
   """
   runs = load_runs(workdir, warn)
   all_arms = arms(runs)
+  speed = cost.read_speed(workdir)
+  if speed:
+    for arm in all_arms:
+      arm.side_by_side = speed['rates'].get(cost.speed_key(arm.runs[0].config))
   ref = reference_arm(all_arms, reference)
   fr = frontier(all_arms, reference)
   mixing = frontier_mixing(fr) if fr else ''
@@ -779,7 +805,7 @@ def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
       ('curves', 'curves.png'), ('time', 'time.png'))}
   frontier_path = os.path.join(workdir, 'frontier.png')
   rows = [r.row() for r in runs]
-  table = _markdown_report(runs, all_arms, ref, fr, mixing, refused)
+  table = _markdown_report(runs, all_arms, ref, fr, mixing, refused, speed)
   try:
     with open(paths['csv'], 'w', newline='', encoding='utf-8') as f:
       writer = csv.DictWriter(f, _columns(rows))
@@ -796,7 +822,8 @@ def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
       paths['frontier'] = frontier_path
       note = ' '.join(filter(None, [narrow_note(fr), mixing and (
           f'Drawn with --allow_mixed: {mixing}.')]))
-      plots.plot_frontier(fr.families, fr.epochs, frontier_path, note=note)
+      plots.plot_frontier(fr.families, fr.epochs, frontier_path, note=note,
+                          speed_on=speed['cpu'] if speed else '')
     else:  # not one from an earlier report either
       with contextlib.suppress(FileNotFoundError):
         os.remove(frontier_path)
