@@ -10,6 +10,7 @@ neither says so instead of guessing from FLOPs, which CPU throughput at
 these widths does not follow.
 """
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -151,9 +152,11 @@ def step_timer(cfg: ml_collections.ConfigDict):
       num_classes=s.model.num_classes, accum_steps=s.loop.grad_accum_steps,
       ema_decay=s.loop.ema_decay, augment=s.loop.augment), donate_argnums=0)
   key = jax.random.key(0)
-  state = [steps.create_train_state(
-      model, tx, models.init_variables(model, s.model.input_shape, key),
-      ema=s.loop.ema_decay > 0)]
+  # Created under jit, as training does: fresh buffers, none shared between
+  # leaves, which donating the state would refuse.
+  state = [jax.jit(functools.partial(
+      steps.create_train_state, model, tx, ema=s.loop.ema_decay > 0))(
+          models.init_variables(model, s.model.input_shape, key))]
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(
       0, 256, (s.data.batch_size, *s.model.input_shape), np.uint8)),
