@@ -272,6 +272,16 @@ def test_side_by_side_speed_replaces_the_runs_logged_images_per_s(sweep):
   xs = sorted(float(c.lines[0].get_xdata()[0]) for c in axes[2].containers)
   assert xs == sorted(timed.values())
   assert 'timed side by side, AMD EPYC' in axes[2].get_xlabel()
+  # A speed file that misses an arm is not used: one panel, one kind of rate.
+  workdir.write_json(os.path.join(sweep, cost.SPEED_FILE), {
+      'cpu': 'AMD EPYC', 'num_steps': 10, 'rounds': 5,
+      'arms': [{'key': keys[label], 'images_per_s': timed[label]}
+               for label in sorted(keys)[1:]]})
+  warned = []
+  report.write_report(sweep, warn=warned.append)
+  # The missing step is also its 24-epoch twin's: two arms lack a rate.
+  assert 'lacks 2 arm(s) finished since' in warned[0]
+  assert 'side_by_side_images_per_s' not in _md(sweep)
   with open(os.path.join(sweep, cost.SPEED_FILE), 'w', encoding='utf-8') as f:
     f.write('{"arms": [{"key": "x"}]}')
   with pytest.raises(report.UserError, match='not a side-by-side speed file'):

@@ -793,9 +793,17 @@ def write_report(workdir: str, reference: str = 'bottleneck', warn=_warn,
   runs = load_runs(workdir, warn)
   all_arms = arms(runs)
   speed = cost.read_speed(workdir)
-  if speed:
-    for arm in all_arms:
-      arm.side_by_side = speed['rates'].get(cost.speed_key(arm.runs[0].config))
+  if speed:  # all arms or none: one panel never mixes two kinds of rates
+    rates = [speed['rates'].get(cost.speed_key(a.runs[0].config))
+             for a in all_arms]
+    if None in rates:
+      warn(f'{cost.SPEED_FILE} in {workdir} lacks {rates.count(None)} '
+           'arm(s) finished since; plotting the runs\' logged images/s: rerun '
+           f'benchmarks/sweep_speed.py {workdir}')
+      speed = None
+    else:
+      for arm, rate in zip(all_arms, rates):
+        arm.side_by_side = rate
   ref = reference_arm(all_arms, reference)
   fr = frontier(all_arms, reference)
   mixing = frontier_mixing(fr) if fr else ''
