@@ -117,19 +117,26 @@ def _measured_rate(run_dir: str) -> float | None:
   return float(np.mean(rates[-5:])) if rates else None
 
 
+def _run_configs(root: str):
+  """(name, run folder, saved config) of each run under ``root``, by name;
+  folders without a readable config are skipped."""
+  if not os.path.isdir(root):
+    return
+  for name in sorted(os.listdir(root)):
+    run_dir = os.path.join(root, name)
+    try:
+      cfg = workdir_lib.read_config(workdir_lib.path(run_dir,
+                                                     workdir_lib.CONFIG))
+    except (UserError, OSError):
+      continue
+    yield name, run_dir, cfg
+
+
 def measured_rates(dirs: list[str]) -> dict[str, tuple[float, str]]:
   """speed key -> (images/s, which run) over the runs found in ``dirs``."""
   found = {}
   for root in dirs:
-    if not os.path.isdir(root):
-      continue
-    for name in sorted(os.listdir(root)):
-      run_dir = os.path.join(root, name)
-      try:
-        cfg = workdir_lib.read_config(workdir_lib.path(run_dir,
-                                                       workdir_lib.CONFIG))
-      except (UserError, OSError):
-        continue
+    for name, run_dir, cfg in _run_configs(root):
       rate = _measured_rate(run_dir)
       if rate:
         found.setdefault(speed_key(cfg), (rate, f'measured by {name}'))
@@ -154,9 +161,9 @@ def step_timer(cfg: ml_collections.ConfigDict):
   key = jax.random.key(0)
   # Created under jit, as training does: fresh buffers, none shared between
   # leaves, which donating the state would refuse.
-  state = [jax.jit(functools.partial(
+  state = jax.jit(functools.partial(
       steps.create_train_state, model, tx, ema=s.loop.ema_decay > 0))(
-          models.init_variables(model, s.model.input_shape, key))]
+          models.init_variables(model, s.model.input_shape, key))
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(
       0, 256, (s.data.batch_size, *s.model.input_shape), np.uint8)),
@@ -164,9 +171,10 @@ def step_timer(cfg: ml_collections.ConfigDict):
                                              s.data.batch_size), jnp.int32)}
 
   def timer(num_steps: int) -> float:
+    nonlocal state
     start = time.perf_counter()
     for _ in range(num_steps):
-      state[0], metrics = step(state[0], batch, key)
+      state, metrics = step(state, batch, key)
     jax.block_until_ready(metrics)
     return num_steps * s.data.batch_size / (time.perf_counter() - start)
 
@@ -207,13 +215,10 @@ def finished_shapes(workdir: str) -> list[tuple[str, str, dict]]:
   change a step's speed (seed, lr, schedule) share one entry.
   """
   found = {}
-  for name in sorted(os.listdir(workdir)):
-    run_dir = os.path.join(workdir, name)
+  for name, run_dir, cfg in _run_configs(workdir):
     try:
       summary = workdir_lib.read_json(workdir_lib.path(run_dir,
                                                        workdir_lib.SUMMARY))
-      cfg = workdir_lib.read_config(workdir_lib.path(run_dir,
-                                                     workdir_lib.CONFIG))
     except (UserError, OSError):
       continue
     if isinstance(summary, dict) and summary.get('status') == 'done':
