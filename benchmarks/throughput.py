@@ -262,6 +262,7 @@ def measure(args):
       'jax_over_torch_images_per_s': {
           name: jax_ips / r['images_per_s'] for name, r in results.items()
           if name.startswith('torch')},
+      'jax_over_torch_same_dtype': same_dtype_ratios(results),
       'jax_over_first_impl_images_per_s': {
           name: results[name]['images_per_s'] / jax_ips for name in names[1:]
           if not name.endswith('naive')},
@@ -270,6 +271,26 @@ def measure(args):
       'max_rss_mb': max_rss_mb(),
       'device_peak_bytes_in_use': stats.get('peak_bytes_in_use'),
   }
+
+
+# PyTorch's twin of each JAX dtype: fp32, and bf16 autocast for bf16.
+TORCH_TWIN = {'float32': 'torch float32', 'bfloat16': 'torch bf16 autocast'}
+
+
+def same_dtype_ratios(results: dict) -> dict:
+  """dtype -> JAX images/s over its PyTorch twin's, where both were timed.
+
+  JAX's runner for a dtype is its first (``jax <dtype>``, or the first
+  ``--conv_impl`` of that dtype); the naive network's runner is not one.
+  """
+  ratios = {}
+  for dtype, twin in TORCH_TWIN.items():
+    jax_name = next((n for n in results if n.startswith(f'jax {dtype}')
+                     and not n.endswith('naive')), None)
+    if jax_name and twin in results:
+      ratios[dtype] = (results[jax_name]['images_per_s'] /
+                       results[twin]['images_per_s'])
+  return ratios
 
 
 def print_result(r):
@@ -308,6 +329,9 @@ def print_result(r):
   for name, ratio in r['jax_over_torch_images_per_s'].items():
     print(f"JAX {r['dtype'].split(',')[0]} ({r['conv_impl'].split(',')[0]})"
           f" / {name} images/s: {ratio:.2f}x")
+  for dtype, ratio in r.get('jax_over_torch_same_dtype', {}).items():
+    print(f"same dtype: jax {dtype} / {TORCH_TWIN[dtype]} images/s:"
+          f" {ratio:.2f}x")
   for name, ratio in r.get('jax_over_first_impl_images_per_s', {}).items():
     print(f"{name} / jax {r['dtype'].split(',')[0]}"
           f" ({r['conv_impl'].split(',')[0]}) images/s: {ratio:.2f}x")

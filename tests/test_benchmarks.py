@@ -65,3 +65,19 @@ def test_init_scale_shows_why_the_paper_nin_is_fragile():
   assert by_init['he']['grad_norm'] > 10 * by_init['lecun']['grad_norm']
   assert by_init['gaussian0.01']['logit_std'] < 1e-5
   assert abs(by_init['gaussian0.01']['loss'] - 2.302585) < 1e-3
+
+
+def test_jax_is_compared_with_pytorch_in_the_same_dtype():
+  """bf16 JAX against bf16 autocast, fp32 against fp32, never across."""
+  from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+  ips = lambda v: {'images_per_s': v}
+  results = {'jax float32': ips(100.), 'jax bfloat16': ips(300.),
+             'jax bfloat16 naive': ips(900.), 'torch float32': ips(80.),
+             'torch bf16 autocast': ips(200.)}
+  assert throughput.same_dtype_ratios(results) == {'float32': 1.25,
+                                                   'bfloat16': 1.5}
+  # Without PyTorch's bf16 twin, no bf16 ratio; a second --conv_impl of a
+  # dtype does not replace its first.
+  results = {'jax float32 (xla)': ips(50.), 'jax float32 (auto)': ips(100.),
+             'torch float32': ips(100.)}
+  assert throughput.same_dtype_ratios(results) == {'float32': 0.5}
