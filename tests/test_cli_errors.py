@@ -1,7 +1,8 @@
 """Bad input: one clear line, exit status 2, no traceback, nothing written.
 
 Every case runs the real entry point in its own process; the processes are
-started together (they mostly wait on imports) and each case is one test.
+started together, forked from one that imported the libraries once
+(``entry_points``), and each case is one test.
 """
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 
+import entry_points
 from conftest import CONFIG, REPO, quick_config
 from inception.training import identity, loop, specs
 
@@ -189,14 +191,9 @@ def _cases(tmp):
 def results(tmp_path_factory):
   tmp = str(tmp_path_factory.mktemp('bad_input'))
   cases = _cases(tmp)
-  procs = {name: subprocess.Popen(
-      [sys.executable, *argv], cwd=REPO, text=True, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, env={**os.environ, **env})
-           for name, (argv, env, _, _) in cases.items()}
-  out = {}
-  for name, proc in procs.items():
-    stdout, stderr = proc.communicate(timeout=300)
-    out[name] = (proc.returncode, stdout, stderr)
+  out = entry_points.run_together(
+      {name: (argv, {**os.environ, **env})
+       for name, (argv, env, _, _) in cases.items()})
   return cases, out
 
 

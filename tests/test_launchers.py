@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import entry_points
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps)
 from inception.cli import sweep as sweep_main
@@ -232,19 +233,12 @@ _CLUSTER_ENV = ('SLURM_', 'OMPI_', 'TPU_', 'MEGASCALE_', 'KUBERNETES_', 'PMI_')
 def _run_together(cases: dict, timeout: float = 300) -> dict:
   """name -> (exit status, stdout, stderr) of ``python <argv>`` for each case.
 
-  The processes start together (they mostly wait on imports), outside any
-  cluster job, so that JAX detects none.
+  The processes start together (``entry_points``), outside any cluster job,
+  so that JAX detects none.
   """
   env = {k: v for k, v in os.environ.items() if not k.startswith(_CLUSTER_ENV)}
-  procs = {name: subprocess.Popen([sys.executable, *argv], cwd=REPO, text=True,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=env)
-           for name, argv in cases.items()}
-  out = {}
-  for name, proc in procs.items():
-    stdout, stderr = proc.communicate(timeout=timeout)
-    out[name] = (proc.returncode, stdout, stderr)
-  return out
+  return entry_points.run_together(
+      {name: (argv, env) for name, argv in cases.items()}, timeout)
 
 
 # The Ray launcher's local instance and its resource checks.
