@@ -81,6 +81,13 @@ def test_every_layer_counted_once_with_aux_heads():
   assert len({l.name for l in report.layers}) == len(report.layers)
   without = flops.analyze(models.get_model('googlenet_cifar_tiny'), (32, 32, 3))
   assert report.macs == without.macs and report.inference_params == without.params
+  # Without the training pass (what bisections use): the same inference
+  # MACs, and no training-only rows.
+  inference = flops.analyze(models.get_model('googlenet_cifar_tiny',
+                                             aux_logits=True), (32, 32, 3),
+                            xla=False, trace_training=False)
+  assert inference.macs == report.macs
+  assert not any(l.train_only for l in inference.layers)
 
 
 def test_bottleneck_saves_macs_in_every_inception_module():

@@ -25,7 +25,7 @@ def macs(model_name: str, input_shape, **options) -> int:
 def _macs(model_name: str, input_shape, options) -> int:
   # Bisections and sweep files ask for the same widths again and again.
   return flops.analyze(models.get_model(model_name, **dict(options)),
-                       input_shape, xla=False).macs
+                       input_shape, xla=False, trace_training=False).macs
 
 
 def equal_macs_width(model_name: str, input_shape, options: dict,
