@@ -73,8 +73,7 @@ def _config(model: dict, image_size: int, batch_size: int, dtype: str,
   names lacks (e.g. GoogLeNet's ``pool_proj`` for NiN) are dropped.
   """
   config = quickstart.get_config()
-  config.model.update(model)
-  options = {**config.model, **model}
+  options = {**config.model.to_dict(), **model}
   valid = models.model_options(options['name'])
   config.model = ml_collections.ConfigDict(
       {k: v for k, v in options.items() if k == 'name' or k in valid})
