@@ -421,6 +421,24 @@ def test_parallel_workers_share_an_accelerator_s_memory(tmp_path, monkeypatch,
   assert sweep.worker_env(1, {}) is None
 
 
+def test_parallel_workers_split_the_cpu_cores():
+  """N workers on C cores get C // N threads each, and one-thread workers
+  run XLA's ops single-threaded: none waits at a barrier for a thread that
+  another worker holds. A thread setting of the user's stands."""
+  one = sweep.worker_env(2, {'XLA_FLAGS': '--xla_dump_to=/d'}, cores=2)
+  assert one['OMP_NUM_THREADS'] == '1'
+  assert one['XLA_FLAGS'] == (
+      '--xla_dump_to=/d ' + sweep.SINGLE_THREAD_XLA_FLAG)
+  four = sweep.worker_env(4, {}, cores=16)
+  assert four['OMP_NUM_THREADS'] == '4' and 'XLA_FLAGS' not in four
+  assert sweep.worker_env(8, {}, cores=2)['OMP_NUM_THREADS'] == '1'
+  theirs = sweep.worker_env(2, {
+      'OMP_NUM_THREADS': '2',
+      'XLA_FLAGS': '--xla_cpu_multi_thread_eigen=true'}, cores=2)
+  assert theirs['OMP_NUM_THREADS'] == '2'
+  assert theirs['XLA_FLAGS'] == '--xla_cpu_multi_thread_eigen=true'
+
+
 def test_a_sweep_that_plans_from_finished_runs_runs_until_it_plans_none(
     tmp_path, probe_worker):
   """An lr grid grows past a winning edge only once its runs have finished:

@@ -396,20 +396,50 @@ GPU_MEMORY_VARS = ('XLA_CLIENT_MEM_FRACTION', 'XLA_PYTHON_CLIENT_MEM_FRACTION',
                    'XLA_PYTHON_CLIENT_PREALLOCATE', 'XLA_PYTHON_CLIENT_ALLOCATOR')
 
 
-def worker_env(parallel: int, environ=None) -> dict | None:
+# XLA's flag that runs each CPU op on the calling thread only.
+SINGLE_THREAD_XLA_FLAG = '--xla_cpu_multi_thread_eigen=false'
+
+
+def _cores() -> int:
+  """The CPU cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def worker_env(parallel: int, environ=None, cores: int | None = None
+               ) -> dict | None:
   """The workers' environment when ``parallel`` of them share one machine.
 
-  A JAX process takes 75% of each GPU's memory up front, so the second run
-  on a GPU would run out of memory. With ``parallel > 1`` each worker gets
-  ``XLA_CLIENT_MEM_FRACTION = 0.9 / parallel`` (at most 0.75) instead; the
-  CPU ignores it. None (inherit unchanged) for one worker, or when the user
-  set any of ``GPU_MEMORY_VARS``: theirs stands.
+  Memory: a JAX process takes 75% of each GPU's memory up front, so the
+  second run on a GPU would run out of it. Each worker gets
+  ``XLA_CLIENT_MEM_FRACTION = 0.9 / parallel`` (at most 0.75) instead,
+  unless the user set any of ``GPU_MEMORY_VARS``; the CPU ignores it.
+
+  Threads: N workers that each spread every op over all the cores wait at
+  each op's barrier for threads the other workers hold
+  (benchmarks/README.md, "Shared cores"). Each gets ``cores // parallel``
+  OpenMP threads (the oneDNN kernels) unless ``OMP_NUM_THREADS`` is set and,
+  where that is one thread, XLA's CPU ops run single-threaded
+  (``SINGLE_THREAD_XLA_FLAG``) unless ``XLA_FLAGS`` already sets it. On a
+  GPU or TPU this touches only host-side work.
+
+  Returns:
+    the environment, or None (inherit it unchanged) for one worker.
   """
   environ = os.environ if environ is None else environ
-  if parallel <= 1 or any(v in environ for v in GPU_MEMORY_VARS):
+  if parallel <= 1:
     return None
-  return {**environ,
-          'XLA_CLIENT_MEM_FRACTION': f'{min(0.75, 0.9 / parallel):.3f}'}
+  env = dict(environ)
+  if not any(v in environ for v in GPU_MEMORY_VARS):
+    env['XLA_CLIENT_MEM_FRACTION'] = f'{min(0.75, 0.9 / parallel):.3f}'
+  threads = max(1, (cores or _cores()) // parallel)
+  env.setdefault('OMP_NUM_THREADS', str(threads))
+  flags = environ.get('XLA_FLAGS', '')
+  if threads == 1 and 'xla_cpu_multi_thread_eigen' not in flags:
+    env['XLA_FLAGS'] = f'{flags} {SINGLE_THREAD_XLA_FLAG}'.strip()
+  return env
 
 
 def _start(run: Run, config_arg: str, extra: list[str], env=None):
@@ -514,7 +544,8 @@ def execute(runs: list[Run], config_arg: str, extra: list[str],
   runs never started are left out of the result). With ``program`` (run ->
   the key of the program it compiles) and ``parallel > 1``, runs sharing a
   program start after the first of them has compiled it (``_WarmUp``).
-  Parallel workers share each GPU's memory (``worker_env``).
+  Parallel workers share each GPU's memory and the CPU's cores
+  (``worker_env``).
 
   Returns:
     run name -> final status ('done', 'failed', 'stopped', 'skipped' if
