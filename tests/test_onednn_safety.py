@@ -366,3 +366,34 @@ def test_without_the_onednn_package_auto_warns_and_onednn_is_one_error(
   assert 'make install' in said[0]
   with pytest.raises(UserError, match='not installed.*make install'):
     backend.resolve('onednn', devices=1)
+
+
+@needs_onednn
+def test_bf16_where_onednn_has_no_bf16_kernels_runs_on_xla(monkeypatch):
+  """An AVX2-only CPU (no AVX-512): oneDNN refuses every bf16 primitive, so
+  'auto' keeps XLA's kernels for a bf16 model (one warning) and 'onednn' is
+  one error; float32 stays on oneDNN."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from inception.errors import UserError  # pylint: disable=g-import-not-at-top
+  from inception.kernels import backend  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(onednn, 'supports_bf16', lambda: False)
+  said = []
+  monkeypatch.setattr(logging, 'warning', lambda *a: said.append(a[0] % a[1:]))
+  monkeypatch.setattr(backend, '_warn_no_bf16',
+                      backend._warn_no_bf16.__wrapped__)  # pylint: disable=protected-access
+  kernels = backend.resolve('auto', 'bfloat16', devices=1)
+  assert not kernels.onednn and kernels.convs == 'per_layer'
+  assert len(said) == 1 and 'AVX-512' in said[0]
+  assert backend.resolve('auto', 'float32', devices=1).onednn
+  with pytest.raises(UserError, match='no bf16 kernels on this CPU'):
+    backend.resolve('onednn', 'bfloat16', devices=1)
+
+
+@needs_onednn
+def test_the_bf16_probe_matches_the_cpu():
+  """oneDNN makes bf16 primitives exactly where its ISA is AVX-512 or newer,
+  and a bf16 max pooling then runs."""
+  assert onednn.supports_bf16() == onednn.cpu_isa().startswith('avx512')
+  if onednn.supports_bf16():
+    x = jnp.ones((1, 4, 4, 16), jnp.bfloat16)
+    assert onednn.max_pool(x, 2, 2, ((0, 0), (0, 0))).shape == (1, 2, 2, 16)

@@ -25,8 +25,10 @@ sharded batch onto every device around them: hence one device only. The
 measurements behind these rules are in ``benchmarks/README.md``.
 """
 import dataclasses
+import functools
 from typing import Any
 
+from absl import logging
 from flax.linen import pooling as flax_pooling
 import jax
 import jax.numpy as jnp
@@ -182,8 +184,13 @@ def platform() -> str:
   return jax.default_backend()
 
 
-def _onednn_runs(impl: str, devices: int, on_cpu: bool) -> bool:
-  """Whether ``impl`` runs on oneDNN here; refuses what cannot run."""
+def _onednn_runs(impl: str, devices: int, on_cpu: bool, bf16: bool) -> bool:
+  """Whether ``impl`` runs on oneDNN here; refuses what cannot run.
+
+  ``bf16``: the compute dtype is bfloat16, which oneDNN runs only where the
+  CPU has AVX-512 (``onednn.supports_bf16``); elsewhere 'auto' keeps XLA's
+  kernels, which run bf16 on any CPU.
+  """
   if impl == 'onednn':
     if not onednn.available():
       raise UserError(onednn_unavailable_message())
@@ -192,13 +199,27 @@ def _onednn_runs(impl: str, devices: int, on_cpu: bool) -> bool:
           f"config.conv_impl='onednn' runs on one device and this program "
           f"runs on {devices}: its kernels are opaque to XLA's partitioner. "
           "Use 'auto' (XLA's kernels on several devices) or one device")
+    if bf16 and not onednn.supports_bf16():
+      raise UserError(
+          "config.conv_impl='onednn' with dtype bfloat16: oneDNN has no bf16 "
+          "kernels on this CPU (they need AVX-512). Use 'auto' (XLA's "
+          "kernels) or --config.dtype=float32")
     return True
   if impl != 'auto' or not on_cpu or devices != 1:
     return False
   if not onednn.available():
     onednn.warn_unavailable()
     return False
+  if bf16 and not onednn.supports_bf16():
+    _warn_no_bf16()
+    return False
   return True
+
+
+@functools.cache
+def _warn_no_bf16():
+  logging.warning("oneDNN has no bf16 kernels on this CPU (they need "
+                  "AVX-512): bfloat16 runs on XLA's kernels.")
 
 
 def activation_dtype(compute_dtype, on_onednn: bool,
@@ -256,7 +277,9 @@ def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
                     f'got {conv_impl!r}')
   devices = jax.device_count() if devices is None else devices
   cpu = platform() == 'cpu'
-  on_onednn = _onednn_runs(conv_impl, devices, cpu)
+  compute = _dtype(dtype)
+  on_onednn = _onednn_runs(conv_impl, devices, cpu,
+                           compute == jnp.dtype(jnp.bfloat16))
   if on_onednn:
     convs = 'onednn'
   elif conv_impl == 'gemm':
@@ -265,7 +288,6 @@ def resolve(conv_impl: str = 'auto', dtype=None, activation_dtype_=None, *,
     convs = 'per_layer'
   else:
     convs = 'xla'
-  compute = _dtype(dtype)
   activations = _dtype(activation_dtype_) or activation_dtype(
       compute, on_onednn, relus_on_onednn)
   return Kernels(

@@ -176,6 +176,19 @@ def cpu_isa() -> str:
   return _library().InceptionOnednnCpuIsa().decode() if available() else ''
 
 
+@functools.cache
+def supports_bf16() -> bool:
+  """Whether oneDNN creates bf16 primitives on this CPU.
+
+  It needs AVX-512 (or newer) for them; on an AVX2-only CPU it refuses every
+  bf16 convolution and pooling. Probed once with a small bf16 max pooling.
+  """
+  if not available():
+    return False
+  geometry = _pool_geometry((1, 4, 4, 16), 2, 2, ((0, 0), (0, 0)))
+  return _library().InceptionOnednnMaxPoolWorkspaceBytes(*geometry, True) >= 0
+
+
 def unavailable_reason() -> str:
   """Why ``available()`` is False, in words ('' when it is True)."""
   if jax.default_backend() != 'cpu':
