@@ -17,6 +17,19 @@ from inception.kernels.batchnorm import BatchNorm, batch_norm_train
 _X86_LINUX = sys.platform == 'linux' and platform.machine() == 'x86_64'
 needs_onednn = pytest.mark.skipif(
     not onednn.available(), reason='oneDNN extension not built here')
+needs_onednn_bf16 = pytest.mark.skipif(
+    onednn.available() and not onednn.supports_bf16(),
+    reason='oneDNN has no bf16 kernels on this CPU (no AVX-512)')
+
+
+@pytest.fixture(autouse=True)
+def _bf16_needs_onednn_bf16(request):
+  """A bf16 case of a kernel test needs oneDNN's bf16 kernels (AVX-512)."""
+  spec = getattr(request.node, 'callspec', None)
+  bf16 = spec and any(str(v) in ('bfloat16', "<class 'jax.numpy.bfloat16'>")
+                      or v is jnp.bfloat16 for v in spec.params.values())
+  if bf16 and onednn.available() and not onednn.supports_bf16():
+    pytest.skip('oneDNN has no bf16 kernels on this CPU (no AVX-512)')
 
 
 def _grads(fn, *args):
@@ -91,6 +104,7 @@ def test_avg_pool_and_its_gradient_equal_flax_without_the_padding(
     assert float(jnp.max(jnp.abs(a - c)) / jnp.max(jnp.abs(c))) < tol
 
 
+@needs_onednn_bf16
 @needs_onednn
 def test_bfloat16_operands_accumulate_and_return_float32():
   x = jax.random.normal(jax.random.key(2), (2, 9, 9, 16))
@@ -311,6 +325,7 @@ def test_batch_norm_takes_onednn_only_where_it_has_a_vector_kernel():
     assert ('inception_onednn_batch_norm_fwd' in hlo) == on_onednn
 
 
+@needs_onednn_bf16
 @needs_onednn
 def test_bfloat16_activations_stay_bfloat16_through_the_kernels():
   """bf16 in: conv and max pool return bf16 (BatchNorm: the test above)."""
@@ -389,6 +404,7 @@ def test_training_mode_model_does_not_depend_on_the_kernels():
     np.testing.assert_allclose(a, b, atol=0.01 * scale)
 
 
+@needs_onednn_bf16
 @needs_onednn
 def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
   """oneDNN's bf16 activations stray from float32 no more than bf16 GEMMs do.
@@ -426,6 +442,7 @@ def test_bfloat16_model_keeps_bfloat16_activations_and_trains_alike():
     np.testing.assert_allclose(out[key][0], f32_loss, rtol=0.02)
 
 
+@needs_onednn_bf16
 @needs_onednn
 @pytest.mark.parametrize('name,override,want', [
     ('nin_cifar_tiny', None, jnp.bfloat16),  # conv + bias + ReLU fused
@@ -449,6 +466,7 @@ def test_a_model_option_overrides_the_activation_rule(name, override, want):
   assert jaxpr.out_avals[0].dtype == jnp.float32  # logits
 
 
+@needs_onednn_bf16
 @needs_onednn
 def test_bfloat16_activations_train_with_float32_operands_too():
   """A forced bf16 activation dtype with fp32 GEMMs: the convs write f32."""
