@@ -17,18 +17,17 @@ from inception.kernels.batchnorm import BatchNorm, batch_norm_train
 _X86_LINUX = sys.platform == 'linux' and platform.machine() == 'x86_64'
 needs_onednn = pytest.mark.skipif(
     not onednn.available(), reason='oneDNN extension not built here')
+_NO_BF16 = onednn.available() and not onednn.supports_bf16()
 needs_onednn_bf16 = pytest.mark.skipif(
-    onednn.available() and not onednn.supports_bf16(),
-    reason='oneDNN has no bf16 kernels on this CPU (no AVX-512)')
+    _NO_BF16, reason='oneDNN has no bf16 kernels on this CPU (no AVX-512)')
 
 
 @pytest.fixture(autouse=True)
 def _bf16_needs_onednn_bf16(request):
   """A bf16 case of a kernel test needs oneDNN's bf16 kernels (AVX-512)."""
   spec = getattr(request.node, 'callspec', None)
-  bf16 = spec and any(str(v) in ('bfloat16', "<class 'jax.numpy.bfloat16'>")
-                      or v is jnp.bfloat16 for v in spec.params.values())
-  if bf16 and onednn.available() and not onednn.supports_bf16():
+  if _NO_BF16 and spec and any(v is jnp.bfloat16 or str(v) == 'bfloat16'
+                               for v in spec.params.values()):
     pytest.skip('oneDNN has no bf16 kernels on this CPU (no AVX-512)')
 
 
