@@ -33,6 +33,36 @@ def _assert_same_curve(a: dict, b: dict):
   np.testing.assert_allclose(a, b, rtol=0.1)
 
 
+def test_tensorboard_events_carry_the_jsonl_scalars(straight_run):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  workdir, _ = straight_run
+  events = event_accumulator.EventAccumulator(workdir)
+  events.Reload()
+  board = {e.step: e.value for e in events.Scalars('train/loss')}
+  jsonl = _records(workdir, 'train/loss')
+  assert sorted(board) == sorted(jsonl) == list(range(1, 9))
+  np.testing.assert_allclose([board[s] for s in jsonl], list(jsonl.values()),
+                             rtol=1e-6)
+  assert {'eval/accuracy', 'train/grad_norm'} <= set(
+      events.Tags()['scalars'])
+
+
+_IMPORTS_TF = (
+    'import sys; sys.path.insert(0, "tests")\n'
+    'from conftest import quick_config\n'
+    'from inception.training import loop\n'
+    'loop.train_and_evaluate(quick_config(), sys.argv[1])\n'
+    'print("tensorflow" in sys.modules)\n')
+
+
+def test_a_run_on_in_memory_data_never_imports_tensorflow(tmp_path):
+  """TF's import costs seconds of CPU per process; only TFDS streams (and
+  resizing) need it, TensorBoard events do not."""
+  out = run_cli('-c', _IMPORTS_TF, str(tmp_path / 'w'))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split()[-1] == 'False'
+
+
 def test_train_writes_workdir(straight_run):
   workdir, summary = straight_run
   assert summary['status'] == 'done' and summary['step'] == 8
@@ -180,10 +210,10 @@ def test_tfds_mock_data_train_eval(tmp_path):
   assert result['num_examples'] == 160  # mock_data gives every split spec 160
 
 
-def test_training_without_tensorflow_writes_jsonl_only(tmp_path, monkeypatch):
-  """A JAX-only image (no TensorFlow, so no clu writers) still records metrics."""
-  from inception.data import tf_quiet  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(tf_quiet, 'available', lambda: False)
+def test_training_without_tensorboardx_writes_jsonl_only(tmp_path, monkeypatch):
+  """An image with the core requirements only still records metrics."""
+  import sys  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'tensorboardX', None)  # import fails
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(quick_config(num_train_steps=4), workdir)
   assert record_steps(workdir, 'train/loss') == [1, 2, 3, 4]

@@ -2,7 +2,7 @@
 
 TensorFlow serves the tf.data pipeline (TFDS streams) and TensorBoard here. In
 memory (digits, image folders) every step has a TF-free path: Pillow decodes,
-``jax.image.resize`` conforms, clu writes the metrics.
+``jax.image.resize`` conforms, tensorboardX writes the events.
 """
 import json
 import os

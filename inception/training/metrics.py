@@ -1,5 +1,5 @@
 """A run's metrics: the train log, its writers (JSON lines + TensorBoard via
-clu) and the progress bar (tqdm).
+tensorboardX) and the progress bar (tqdm).
 
 ``TrainLog`` is what the training loop reports through: it keeps the train
 metrics between events, times the steps, writes log windows and evaluations,
@@ -31,9 +31,6 @@ def _plain(value):
 class JsonlWriter:
   """Appends one JSON object per ``write_scalars`` call: ``{"step", ...}``.
 
-  Implements clu's ``MetricWriter`` interface (registered as a virtual
-  subclass in ``create_writer``).
-
   Each line is flushed and fsynced as written, so a killed run loses no line
   it has logged; ``truncate_after`` removes what a resumed run will redo.
   Only scalars and hparams are kept; other summaries go to TensorBoard.
@@ -47,27 +44,6 @@ class JsonlWriter:
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
     os.fsync(self._file.fileno())
-
-  def write_hparams(self, hparams):
-    pass  # The resolved config is saved whole in config.json.
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
 
   def flush(self):
     self._file.flush()
@@ -140,26 +116,64 @@ def truncate_after(path: str, step: int):
   os.replace(tmp, path)
 
 
-def create_writer(workdir: str, is_main: bool):
-  """JSONL + TensorBoard (clu) on the main process; a writer of nothing elsewhere.
+class TensorBoardWriter:
+  """Scalars as TensorBoard event files in the workdir (tensorboardX).
 
-  clu (and TensorFlow, behind its TensorBoard writer) is imported here, not
-  at module import, so that reading metrics (report, notebooks) stays light.
-  Where TensorFlow is not installed (a JAX-only GPU image), clu's writers
-  cannot be imported either; the run then writes metrics.jsonl alone.
+  tensorboardX writes the event files without TensorFlow, whose import costs
+  several seconds of CPU per process (clu's writer imports it): a run on
+  in-memory data never imports TF.
   """
-  from inception.data import tf_quiet  # pylint: disable=g-import-not-at-top
+
+  def __init__(self, workdir: str):
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    self._writer = tensorboardX.SummaryWriter(workdir)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, float(value), int(step))
+
+  def flush(self):
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
+
+
+class _Writers:
+  """Hands every call to each of ``writers``, in order."""
+
+  def __init__(self, writers):
+    self._writers = writers
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    for w in self._writers:
+      w.write_scalars(step, scalars)
+
+  def flush(self):
+    for w in self._writers:
+      w.flush()
+
+  def close(self):
+    for w in self._writers:
+      w.close()
+
+
+def create_writer(workdir: str, is_main: bool):
+  """JSONL + TensorBoard on the main process; a writer of nothing elsewhere.
+
+  Where tensorboardX is not installed (an accelerator image that carries only
+  the core requirements), the run writes metrics.jsonl alone, with a warning.
+  """
   if not is_main:
     return _NoWriter()
   jsonl = JsonlWriter(workdir_lib.path(workdir, workdir_lib.METRICS))
-  if not tf_quiet.available():
-    logging.warning('TensorFlow is not installed: no TensorBoard events; '
+  try:
+    board = TensorBoardWriter(workdir)
+  except ImportError:
+    logging.warning('tensorboardX is not installed: no TensorBoard events; '
                     'metrics go to %s only', workdir_lib.METRICS)
     return jsonl
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  metric_writers.MetricWriter.register(JsonlWriter)
-  return metric_writers.MultiWriter([jsonl,
-                                     metric_writers.SummaryWriter(workdir)])
+  return _Writers([jsonl, board])
 
 
 class _NoWriter:
