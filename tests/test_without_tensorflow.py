@@ -1,6 +1,6 @@
 """JAX-only GPU images have no TensorFlow: training and evaluation run without it.
 
-TensorFlow serves the tf.data pipeline (TFDS streams) and TensorBoard here. In
+TensorFlow serves the tf.data pipeline (TFDS streams) here. In
 memory (digits, image folders) every step has a TF-free path: Pillow decodes,
 ``jax.image.resize`` conforms, tensorboardX writes the events.
 """

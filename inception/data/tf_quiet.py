@@ -1,7 +1,7 @@
 """TensorFlow, imported on first use, once, with its start-up banner silenced.
 
-TF serves only the input pipeline and TensorBoard summaries here, and its
-import takes about 5 s of CPU: importing it lazily lets a bad flag or config
+TF serves only the input pipeline here (TensorBoard events need none), and its
+import takes several seconds of CPU: importing it lazily lets a bad flag or config
 fail in about a second. At import its C++ logging prints CPU-feature and
 oneDNN notices on stderr before any log setting applies, which would break
 the one-line error promise of the entry points; the import runs with file
@@ -10,7 +10,7 @@ unaffected.
 
 Use ``from inception.data.tf_quiet import tf`` (imports TF at the first attribute
 access), and call ``load()`` before handing control to a library that imports
-TF itself (tensorflow_datasets' readers, clu's summary writer).
+TF itself (tensorflow_datasets' readers).
 """
 import contextlib
 import functools

@@ -33,7 +33,7 @@ class JsonlWriter:
 
   Each line is flushed and fsynced as written, so a killed run loses no line
   it has logged; ``truncate_after`` removes what a resumed run will redo.
-  Only scalars and hparams are kept; other summaries go to TensorBoard.
+  It takes scalars only, as ``TensorBoardWriter`` does.
   """
 
   def __init__(self, path: str):
