@@ -55,24 +55,45 @@ def test_concurrent_eval_never_disturbs_training(long_run, tmp_path):
   assert records(workdir, 'train/loss') == records(long_run, 'train/loss')
 
 
-def test_reader_survives_a_checkpoint_deleted_while_listing(long_run, tmp_path,
-                                                           monkeypatch):
-  """The race CI once hit: a step is listed, then the trainer deletes it."""
+@pytest.mark.parametrize('deleted_between', ['listing_and_stat',
+                                             'exists_and_is_dir'])
+def test_reader_survives_a_checkpoint_deleted_while_listing(
+    long_run, tmp_path, monkeypatch, deleted_between):
+  """The races CI hit: a step is listed, then the trainer deletes it.
+
+  Deleted before orbax stats the step, or between its ``exists()`` and
+  ``is_dir()`` on it (orbax then raises NotADirectoryError).
+  """
   workdir = str(tmp_path)
   shutil.copytree(long_run, workdir, dirs_exist_ok=True)
   ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS)
   oldest = str(min(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()))
-  # pylint: disable-next=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint._src.metadata import checkpoint as metadata_lib
   from orbax.checkpoint._src.path import step as step_lib
-  listed_at = step_lib.Metadata.commit_timestamp
+  # pylint: enable=import-outside-toplevel
+  if deleted_between == 'listing_and_stat':
+    listed_at = step_lib.Metadata.commit_timestamp
 
-  def deleted_once_listed(meta):
-    if meta.step == int(oldest):
-      shutil.rmtree(os.path.join(ckpt_dir, oldest), ignore_errors=True)
-    return listed_at.fget(meta)
+    def deleted_once_listed(meta):
+      if meta.step == int(oldest):
+        shutil.rmtree(os.path.join(ckpt_dir, oldest), ignore_errors=True)
+      return listed_at.fget(meta)
 
-  monkeypatch.setattr(step_lib.Metadata, 'commit_timestamp',
-                      property(deleted_once_listed))
+    monkeypatch.setattr(step_lib.Metadata, 'commit_timestamp',
+                        property(deleted_once_listed))
+  else:
+    sanitize = metadata_lib._sanitize_metadata_path  # pylint: disable=protected-access
+
+    def deleted_after_exists(path):
+      path = sanitize(path)
+      if path.name == oldest and path.exists():
+        shutil.rmtree(path, ignore_errors=True)  # then is_dir() is False
+        raise NotADirectoryError(f'Path is not a directory: {path}')
+      return path
+
+    monkeypatch.setattr(metadata_lib, '_sanitize_metadata_path',
+                        deleted_after_exists)
   reader = checkpoint.Checkpointer(workdir, read_only=True)
   assert reader.steps() == [40]
   reader.close()

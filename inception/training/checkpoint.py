@@ -298,12 +298,13 @@ def _vanish_safe(list_checkpoints, attempts: int = 5):
   Orbax lists the step directories, then stats each one. A run training in
   the same workdir deletes old checkpoints (``keep_checkpoints``), so a
   reader can see a step in the listing that is gone by the stat; listing
-  again sees the directory as it is now.
+  again sees the directory as it is now. A deletion between orbax's
+  ``exists()`` and ``is_dir()`` on the step surfaces as NotADirectoryError.
   """
   for attempt in range(attempts):
     try:
       return list_checkpoints()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
       if attempt == attempts - 1:
         raise
 
