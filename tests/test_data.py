@@ -3,6 +3,8 @@
 import itertools
 import logging
 import os
+import subprocess
+import sys
 import time
 
 import ml_collections
@@ -11,8 +13,9 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import REPO
 from inception import data
-from inception.data import tfds_source
+from inception.data import sources, tfds_source
 from inception.errors import UserError
 
 CLASSES = ('zebra', 'apple', 'mango')  # Deliberately not sorted.
@@ -382,3 +385,18 @@ def test_imagenet_augment_shapes_and_deterministic_eval():
   np.testing.assert_array_equal(first['image'], second['image'])
   plain = next(data.eval_batches(data.parse(make_config(image_size=16, channels=3))))
   assert not np.array_equal(first['image'], plain['image'])  # Center crop.
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+  """Read from scikit-learn's CSV file: the same arrays as ``load_digits``."""
+  code = ('import sys; from inception.data import sources; '
+          'x, y = sources._load_digits(); '
+          'print(x.shape, y.shape, "sklearn" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == ['(1797,', '8,', '8)', '(1797,)', 'False']
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  pixels, target = sources._load_digits()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(pixels, digits.images)
+  np.testing.assert_array_equal(target, digits.target)

@@ -17,6 +17,7 @@ class.
 
 import dataclasses
 import functools
+import importlib.util
 import math
 import os
 import types
@@ -346,13 +347,32 @@ def _folder_split(root, split, classes, size, channels):
   return _shuffled(images[ok], np.asarray(labels, np.int32)[ok])
 
 
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 1,797 8x8 digits (levels 0-16) and their labels.
+
+  Read from the CSV file scikit-learn ships, as its ``load_digits`` does,
+  without importing scikit-learn: that import costs seconds per process,
+  which every small run on the digits paid.
+  """
+  spec = importlib.util.find_spec('sklearn')
+  csv = os.path.join(*(spec.submodule_search_locations or ['']), 'datasets',
+                     'data', 'digits.csv.gz') if spec else ''
+  if not os.path.isfile(csv):  # another layout: let scikit-learn find it
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+    digits = datasets.load_digits()
+    return digits.images, digits.target
+  table = np.loadtxt(csv, delimiter=',')
+  return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
 @functools.lru_cache(maxsize=2)
 def _digits_split(size, channels):
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  digits = datasets.load_digits()
-  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
-  images = np.array(transforms.conform(images, size, channels))
-  return _shuffled(images, digits.target.astype(np.int32))
+  pixels, target = _load_digits()
+  images = np.round(pixels * (255 / 16)).astype(np.uint8)[..., None]
+  # numpy, not TensorFlow: the same pixels whether or not TF is installed,
+  # and no TF import (seconds) for a small in-memory dataset.
+  images = transforms.conform_array(images, size, channels)
+  return _shuffled(images, target.astype(np.int32))
 
 
 # ------------------------------------------------------------ loading
