@@ -1,4 +1,4 @@
-"""The benchmarks import and their kernel races run at toy sizes (no timing checked)."""
+"""The benchmarks import and run at toy sizes (no timing checked)."""
 import importlib
 import json
 import os
@@ -24,7 +24,9 @@ def test_every_benchmark_imports(name):
     ['benchmarks.fusion', '--width', '0.0625', '--batch', '2', '--repeats',
      '1', '--blocks', '3a', '--json'],
     ['benchmarks.conv_impl', '--batch', '2', '--repeats', '1', '--layers',
-     'g/8 3a,sep g/8 3a 3x3,pool 3x3/1 16', '--json']],
+     'g/8 3a,sep g/8 3a 3x3,pool 3x3/1 16', '--json'],
+    ['benchmarks.compile_time', '--model', 'nin_cifar_tiny', '--batch', '2',
+     '--dropouts', 'flat', '--json']],
     ids=lambda argv: argv[0])
 def test_kernel_benchmarks_run_at_toy_sizes(argv):
   proc = subprocess.run([sys.executable, '-m', *argv], cwd=REPO,

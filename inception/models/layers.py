@@ -7,6 +7,7 @@ run its convolutions, pooling and BatchNorm, and the GEMM compute dtype (e.g.
 Parameters, BatchNorm statistics and the logits stay float32; layers keep
 their input's dtype.
 """
+import math
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -319,6 +320,34 @@ class InceptionBlock(nn.Module):
     parts = self.kernels.split(y, [k.shape[-1] for k, _ in weights])
     return {name: head(None, train, pre_activation=part)
             for (name, head), part in zip(heads.items(), parts)}
+
+
+class Dropout(nn.Dropout):
+  """``nn.Dropout`` whose mask is drawn as one flat vector, then reshaped.
+
+  The same mask, bit for bit: threefry's counters run over the flattened
+  index either way. But XLA:CPU's backend optimises a bernoulli draw over a
+  4-D activation shape for many seconds (``jax_threefry_partitionable``'s
+  multi-dimensional iota), which dominated compiling NiN's train step;
+  ``benchmarks/compile_time.py`` measures it.
+  """
+
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic = nn.merge_param('deterministic', self.deterministic,
+                                   deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:  # as flax: no NaN gradients
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    shape = list(inputs.shape)
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    flat = jax.random.bernoulli(rng, p=keep_prob, shape=(math.prod(shape),))
+    mask = jnp.broadcast_to(flat.reshape(shape), inputs.shape)
+    return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
 
 
 def global_avg_pool(x):

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 
 from inception.kernels import backend
 from inception.kernels.backend import XLA, Kernels
-from inception.models.layers import (ConvBN, Dense, InceptionBlock, InceptionWidths,
-                              MlpConv, global_avg_pool, scale_width)
+from inception.models.layers import (ConvBN, Dense, Dropout, InceptionBlock,
+                                     InceptionWidths, MlpConv, global_avg_pool,
+                                     scale_width)
 
 
 
@@ -76,7 +77,7 @@ class NiN(nn.Module):
       elif i == 1:
         x = self.kernels.avg_pool(x, 3, 2, 'SAME')
       if i < 2:
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate, deterministic=not train)(x)
     return global_avg_pool(x).astype(jnp.float32)
 
 
@@ -107,7 +108,7 @@ class AuxHead(nn.Module):
     x = ConvBN(128, 1, use_bn=self.use_bn, kernels=self.kernels, name='conv')(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(Dense(1024, kernels=self.kernels, name='fc1')(x))
-    x = nn.Dropout(0.7, deterministic=not train)(x)
+    x = Dropout(0.7, deterministic=not train)(x)
     return Dense(self.num_classes, kernels=self.kernels, name='fc2')(x)
 
 
@@ -150,7 +151,7 @@ class _InceptionStack(nn.Module):
 
   def head(self, x, dropout_rate, train):
     x = global_avg_pool(x)
-    x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+    x = Dropout(dropout_rate, deterministic=not train)(x)
     return Dense(self.num_classes, kernels=self.kernels, name='fc')(x).astype(
         jnp.float32)
 
