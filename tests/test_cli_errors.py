@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import entry_points
-from conftest import CONFIG, REPO, quick_config
+from conftest import CONFIG, REPO, quick_config, xla_flags
 from inception.training import identity, loop, specs
 
 QUICK = 'configs/quickstart.py'
@@ -103,7 +103,7 @@ def _cases(tmp):
           "activation_dtype='float16' is invalid", w),
       'batch_indivisible': (
           train_cmd + ['--config.batch_size=30'],
-          {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'},
+          xla_flags('--xla_force_host_platform_device_count=4'),
           'batch_size=30 must be a positive multiple of the device count (4',
           w),
       'workdir_not_writable': (['train.py', '--config', QUICK, '--workdir',

@@ -1,4 +1,5 @@
 """oneDNN kernels (conv_impl='onednn'): equal to XLA's, forward and back."""
+import functools
 import platform
 import sys
 
@@ -213,16 +214,24 @@ def test_onednn_without_the_extension_is_a_clear_error(monkeypatch):
   assert not kernel_calls.uses_onednn('auto')
 
 
+@functools.lru_cache
+def _initial_variables(name):
+  """The model's initial variables: the kernels do not change them, so one
+  init (seconds of compiling for GoogLeNet) serves every kernel choice."""
+  return models.init_variables(models.get_model(name, conv_impl='xla'),
+                               (32, 32, 3), jax.random.key(0))
+
+
 @needs_onednn
 @pytest.mark.parametrize('name', ['nin_cifar_tiny', 'googlenet_cifar_tiny'])
 def test_model_and_its_gradients_do_not_depend_on_the_kernels(name):
   x = jax.random.normal(jax.random.key(6), (2, 32, 32, 3))
+  variables = _initial_variables(name)
   out = {}
   for impl in ('xla', 'onednn'):
     model = models.get_model(name, conv_impl=impl)
-    variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
-    loss = lambda p, v=variables, m=model: jnp.sum(jnp.sin(m.apply(
-        {**v, 'params': p}, x)))
+    loss = lambda p, m=model: jnp.sum(jnp.sin(m.apply(
+        {**variables, 'params': p}, x)))
     out[impl] = jax.jit(jax.value_and_grad(loss))(variables['params'])
   np.testing.assert_allclose(out['onednn'][0], out['xla'][0], rtol=1e-4)
   for a, b in zip(jax.tree.leaves(out['onednn'][1]),
@@ -373,10 +382,10 @@ def test_activations_are_bfloat16_only_where_onednn_runs_every_relu(
 def test_training_mode_model_does_not_depend_on_the_kernels():
   """BatchNorm on batch statistics (+ fused ReLU) and its running averages."""
   x = jax.random.normal(jax.random.key(11), (4, 32, 32, 3))
+  variables = _initial_variables('googlenet_cifar_tiny')
   out = {}
   for impl in ('xla', 'onednn'):
     model = models.get_model('googlenet_cifar_tiny', conv_impl=impl)
-    variables = models.init_variables(model, (32, 32, 3), jax.random.key(0))
 
     def loss(p, v=variables, m=model):
       logits, state = m.apply({**v, 'params': p}, x, train=True,

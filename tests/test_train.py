@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import (CONFIG, TINY_MACS, TINY_PARAMS, assert_same_state,
                       cli_overrides, final_state, quick_config, record_steps,
-                      records, run_cli)
+                      records, run_cli, xla_flags)
 from inception import data
 from inception.training import evaluate, loop
 
@@ -127,7 +127,7 @@ def test_four_devices_match_one_device(straight_run, tmp_path):
   """Same global batch on 4 forced host devices: the same loss curve."""
   out = run_cli('train.py', '--config', CONFIG, '--workdir',
                 str(tmp_path), *cli_overrides(),
-                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+                env=xla_flags('--xla_force_host_platform_device_count=4'))
   assert out.returncode == 0, out.stderr[-3000:]
   assert '4 device(s)' in out.stdout + out.stderr
   _assert_same_curve(_records(str(tmp_path), 'train/loss'),
@@ -137,7 +137,7 @@ def test_four_devices_match_one_device(straight_run, tmp_path):
 def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
   out = run_cli('train.py', '--config', CONFIG, '--workdir',
                 str(tmp_path), '--config.batch_size=30',
-                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+                env=xla_flags('--xla_force_host_platform_device_count=4'))
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith(
       'error: batch_size=30 must be a positive multiple of the device count (4')

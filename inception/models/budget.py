@@ -96,7 +96,8 @@ def describe(model_name: str, input_shape, **options) -> Shape:
   (with ``pool_proj``). Models without Inception blocks list none.
   """
   model = models.get_model(model_name, **options)
-  report = flops.analyze(model, input_shape, xla=False)
+  # Inference layers only: the training pass's extra trace adds no widths.
+  report = flops.analyze(model, input_shape, xla=False, trace_training=False)
   branches, outputs = {}, {}
   for block in report.blocks:
     if block.widths is None:
