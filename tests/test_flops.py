@@ -2,9 +2,14 @@
 import json
 import subprocess
 import sys
+import threading
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax.core import scope as flax_scope
 
 from inception import models
 from inception.models import flops, layers
@@ -72,6 +77,27 @@ def test_nin_totals_and_xla_cross_check():
   # XLA counts 2 x the taps that are not on zero padding, plus elementwise ops.
   assert 0 < report.other_flops < 0.01 * report.xla_flops
   assert report.xla_flops < report.flops
+
+
+def test_the_accounting_leaves_flax_initializers_alone_outside_it():
+  """Shapes only while it runs (zero parameters, no random draws traced);
+  after it, and in other threads meanwhile, flax's initializers draw."""
+  model = models.get_model('nin_cifar_tiny')
+  x = jnp.zeros((1, 32, 32, 3))
+  kernels = lambda: [
+      np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(
+          model.init(jax.random.key(0), x)['params']) if 'kernel' in str(p)]
+  with flops._zero_initializers():  # pylint: disable=protected-access
+    assert all(not k.any() for k in kernels())
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.extend(kernels()))
+    thread.start()
+    thread.join()
+  assert elsewhere and all(k.any() for k in elsewhere)
+  assert flax_scope.Scope.param is flops._FLAX_PARAM  # pylint: disable=protected-access
+  assert all(k.any() for k in kernels())
+  assert flops.analyze(model, (32, 32, 3)).params == sum(
+      l.size for l in jax.tree.leaves(model.init(jax.random.key(0), x)))
 
 
 def test_every_layer_counted_once_with_aux_heads():

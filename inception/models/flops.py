@@ -13,10 +13,13 @@ MACs in two known ways that are computed here, not guessed:
 
 The command line is ``python flops.py`` (``inception.cli.flops``).
 """
+import contextlib
 import dataclasses
+import threading
 from typing import Any
 
 import flax.linen as nn
+from flax.core import scope as flax_scope
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +144,47 @@ def one_op_per_layer(model: nn.Module) -> nn.Module:
   return model.clone(kernels=kernels.portable()) if kernels else model
 
 
+_ZERO_INIT = threading.local()  # .on: this thread's analysis is running
+_ZERO_INIT_LOCK = threading.Lock()
+_ZERO_INIT_USERS = [0]  # analyses running in any thread
+_FLAX_PARAM = flax_scope.Scope.param
+
+
+def _param(self, name, init_fn, *init_args, unbox=True, **init_kwargs):
+  """``Scope.param`` that, inside ``_zero_initializers``, never traces init_fn."""
+  shape = init_args[0] if init_args else None
+  if (getattr(_ZERO_INIT, 'on', False) and not init_kwargs
+      and isinstance(shape, tuple) and len(init_args) <= 2
+      and all(isinstance(d, int) for d in shape)):
+    dtype = init_args[1] if len(init_args) == 2 else jnp.float32
+    init_fn = lambda rng, *_: jnp.zeros(shape, dtype)
+  return _FLAX_PARAM(self, name, init_fn, *init_args, unbox=unbox,
+                     **init_kwargs)
+
+
+@contextlib.contextmanager
+def _zero_initializers():
+  """Parameters of the form ``init(key, shape[, dtype])`` are zeros here.
+
+  The accounting reads only shapes, but an abstract init (and flax's shape
+  check in every apply) traces each initializer's random draw, which is
+  most of a trace's time; bisections trace hundreds of networks. Other
+  threads keep flax's initializers.
+  """
+  with _ZERO_INIT_LOCK:
+    _ZERO_INIT_USERS[0] += 1
+    flax_scope.Scope.param = _param
+  _ZERO_INIT.on = True
+  try:
+    yield
+  finally:
+    _ZERO_INIT.on = False
+    with _ZERO_INIT_LOCK:
+      _ZERO_INIT_USERS[0] -= 1
+      if not _ZERO_INIT_USERS[0]:
+        flax_scope.Scope.param = _FLAX_PARAM
+
+
 def analyze(model: nn.Module, input_shape, name: str = '',
             xla: bool = True, trace_training: bool = True) -> Report:
   """Per-layer params and MACs of ``model`` on one image of ``input_shape``.
@@ -155,7 +199,13 @@ def analyze(model: nn.Module, input_shape, name: str = '',
       inference MACs are the same and the report lacks those rows: for
       bisections, which only ask for ``Report.macs``.
   """
-  model = one_op_per_layer(model)  # the same parameters and MACs, per layer
+  with _zero_initializers():
+    return _analyze(one_op_per_layer(model), input_shape, name, xla,
+                    trace_training)
+
+
+def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
+             trace_training: bool) -> Report:
   x = jnp.zeros((1, *input_shape), jnp.float32)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), x, train=False))
