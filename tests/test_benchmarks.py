@@ -26,7 +26,9 @@ def test_every_benchmark_imports(name):
     ['benchmarks.conv_impl', '--batch', '2', '--repeats', '1', '--layers',
      'g/8 3a,sep g/8 3a 3x3,pool 3x3/1 16', '--json'],
     ['benchmarks.compile_time', '--model', 'nin_cifar_tiny', '--batch', '2',
-     '--dropouts', 'flat', '--json']],
+     '--dropouts', 'flat', '--json'],
+    ['benchmarks.accounting_time', '--model', 'nin_cifar_tiny', '--widths',
+     '1', '--rounds', '1', '--json']],
     ids=lambda argv: argv[0])
 def test_kernel_benchmarks_run_at_toy_sizes(argv):
   proc = subprocess.run([sys.executable, '-m', *argv], cwd=REPO,
