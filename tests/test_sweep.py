@@ -326,6 +326,31 @@ def test_make_ablation_reruns_the_published_sweep_from_a_fresh_clone(tmp_path):
   assert os.listdir(bare) == ['sweep.json']  # a dry run writes nothing
 
 
+def test_make_frontier_resumes_the_published_runs_from_a_fresh_clone(
+    tmp_path, monkeypatch):
+  """The Makefile's frontier, planned by today's code against the committed
+  runs (trained at a pinned older commit): every one resolves to its own
+  config, so a rerun skips them and trains only the rest."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  published = os.path.join(REPO, 'results', 'cifar10_frontier')
+  copy = str(tmp_path / 'frontier')
+  shutil.copytree(published, copy, ignore=shutil.ignore_patterns('*.png'))
+  monkeypatch.chdir(REPO)  # the tuning runs are found from the root
+  config_arg = os.path.join(REPO, 'configs', 'inception_cifar.py') + ':frontier'
+  extra = ['--config.dataset=folder:/tmp/cifar10']
+  config = sweep.resolve_config(config_arg, extra)
+  runs = sweep.plan(copy, sweep.load_sweep(
+      os.path.join(REPO, 'configs', 'sweeps', 'cifar10_frontier.py'), config))
+  sweep.check_rerun(copy, config_arg, extra, runs, config)
+  trained = {n for n in os.listdir(published)
+             if os.path.exists(os.path.join(published, n, 'summary.json'))}
+  assert len(runs) == 24 and {r.name for r in runs if r.done()} == trained
+  changed = extra + ['--config.batch_size=64']
+  with pytest.raises(UserError, match='batch_size: 128 -> 64'):
+    sweep.check_rerun(copy, config_arg, changed, runs,
+                      sweep.resolve_config(config_arg, changed))
+
+
 def test_rerun_compares_the_recorded_resolved_config(tmp_path):
   """A new manifest records the resolved config; spelling does not matter."""
   workdir = str(tmp_path / 'w')
