@@ -95,14 +95,17 @@ frontier-accelerator:
 
 # The NiN ablation, the same protocol over two NiN families (with and without
 # the hidden 1x1 layers; configs/sweeps/nin_ablation.py): lr tuning, then the
-# final runs; both resumable.
+# final runs; both resumable. 18 runs, 3.4e14 training FLOPs, float32, two at a
+# time on one thread each: sized for about 4 hours on a 2-core CPU.
 nin-ablation: install
 	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
 	    --sweep configs/sweeps/nin_ablation_lr.py \
-	    --workdir results/nin_ablation_lr --config.dataset=$(DATASET) || $(NO_CIFAR10)
+	    --workdir results/nin_ablation_lr --config.dataset=$(DATASET) --parallel 2 \
+	    || $(NO_CIFAR10)
 	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
 	    --sweep configs/sweeps/nin_ablation.py \
-	    --workdir results/nin_ablation --config.dataset=$(DATASET) || $(NO_CIFAR10)
+	    --workdir results/nin_ablation --config.dataset=$(DATASET) --parallel 2 \
+	    || $(NO_CIFAR10)
 
 # Every oneDNN handler at small shapes under valgrind's memcheck (~25 min on
 # 2 cores); fails on any error inside oneDNN or the handlers.
