@@ -17,7 +17,7 @@ import entry_points
 from conftest import (CONFIG, REPO, assert_same_state, cli_overrides,
                       final_state, quick_config, record_steps)
 from inception.cli import sweep as sweep_main
-from inception.sweeps import launchers, report, sweep
+from inception.sweeps import jobs, launchers, report, sweep
 from inception.training import loop
 from inception.errors import UserError
 
@@ -100,7 +100,7 @@ def test_slurm_time_limit_requeues_and_resumes_from_the_checkpoint(tmp_path):
   executor = submitit.AutoExecutor(folder=str(tmp_path / 'jobs'),
                                    cluster='local')
   executor.update_parameters(timeout_min=10)
-  job = executor.submit(launchers.TrainJob(argv, workdir))
+  job = executor.submit(jobs.TrainJob(argv, workdir))
   end = time.time() + 300
   while time.time() < end and len(record_steps(workdir, 'train/loss')) < 3:
     time.sleep(0.02)
@@ -112,6 +112,19 @@ def test_slurm_time_limit_requeues_and_resumes_from_the_checkpoint(tmp_path):
   assert 'stopped: saved a checkpoint' in log and 'resuming at step' in log
   assert record_steps(workdir, 'train/loss') == list(range(1, 21))
   assert_same_state(final_state(workdir), final_state(reference))
+
+
+def test_a_cluster_job_loads_no_jax_before_its_training_process():
+  """submitit and Ray unpickle the job in a process of its own: it stays light."""
+  code = ('import pickle, sys\n'
+          'from inception.sweeps import jobs\n'
+          'pickle.loads(pickle.dumps(jobs.TrainJob(["true"], "w")))\n'
+          'print(sorted(m for m in ("jax", "flax", "optax", "orbax", "grain")'
+          ' if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[]'
 
 
 def test_slurm_dry_run_prints_the_sbatch_script(tmp_path):

@@ -32,12 +32,11 @@ import subprocess
 import sys
 import time
 
-from inception.sweeps import sweep
+from inception.sweeps import jobs, sweep
 from inception.training import workdir as workdir_lib
 from inception.errors import UserError, first_line
 
 LAUNCHERS = ('local', 'slurm', 'ray')
-JOB_LOCK = '.job.lock'  # held by a run's job while it trains
 # --launcher_args keys -> submitit AutoExecutor parameters.
 SLURM_ARGS = {'partition': 'slurm_partition', 'time': 'timeout_min',
               'nodes': 'nodes', 'tasks_per_node': 'tasks_per_node',
@@ -165,7 +164,7 @@ def _held(path: str) -> bool:
 
 def busy(run: sweep.Run) -> bool:
   """Whether a job of an earlier launcher is still training ``run``."""
-  return _held(workdir_lib.path(run.workdir, JOB_LOCK)) or _held(
+  return _held(workdir_lib.path(run.workdir, jobs.JOB_LOCK)) or _held(
       workdir_lib.path(run.workdir, '.lock.0'))
 
 
@@ -189,70 +188,6 @@ def _still_to_train(runs, echo):
   wait_for_earlier_jobs(pending, echo)
   results.update({r.name: 'skipped' for r in pending if r.done()})
   return results, [r for r in pending if not r.done()]
-
-
-def _exited(pid: int, timeout: float) -> bool:
-  """Waits up to ``timeout`` s for child ``pid`` to exit, without reaping it.
-
-  Runs inside submitit's signal handler, which interrupts ``Popen.wait`` in
-  the same thread: that call holds the Popen's wait lock, so ``poll`` and
-  ``wait`` here would see nothing until their timeout. ``WNOWAIT`` leaves
-  the exit status for the interrupted ``wait`` to collect.
-  """
-  end = time.monotonic() + timeout
-  while time.monotonic() < end:
-    try:
-      if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
-        return True
-    except ChildProcessError:
-      return True
-    time.sleep(0.05)
-  return False
-
-
-class TrainJob:
-  """A submitit job: trains one run in a child process, requeued on timeout.
-
-  The child is the same ``python -m inception.cli.train`` command as the
-  local launcher's; the job holds ``JOB_LOCK`` while it runs, so that a
-  restarted launcher waits for it instead of submitting it again.
-  """
-
-  def __init__(self, argv: list[str], workdir: str):
-    self.argv, self.workdir = list(argv), workdir
-    self._proc = None
-
-  def __call__(self) -> str:
-    import submitit  # pylint: disable=g-import-not-at-top
-    env = submitit.JobEnvironment()
-    argv = list(self.argv)
-    if env.num_tasks > 1:  # one JAX process per task; SLURM's env says who
-      argv.append('--num_processes=-1')
-    os.makedirs(self.workdir, exist_ok=True)
-    lock = open(workdir_lib.path(self.workdir, JOB_LOCK), 'a', encoding='utf-8')
-    if env.global_rank == 0:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-    log = open(workdir_lib.path(self.workdir, workdir_lib.LOG), 'a',
-               encoding='utf-8')
-    self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-    code = self._proc.wait()
-    log.close()
-    if code != 0:
-      raise RuntimeError(sweep.tail(workdir_lib.path(self.workdir,
-                                                     workdir_lib.LOG)))
-    done = os.path.exists(workdir_lib.path(self.workdir, workdir_lib.SUMMARY))
-    return 'done' if done else 'stopped'
-
-  def checkpoint(self):
-    """On a time limit or preemption: let the run save, then requeue it."""
-    import submitit  # pylint: disable=g-import-not-at-top
-    if self._proc is not None and self._proc.returncode is None:
-      self._proc.send_signal(signal.SIGTERM)  # saves at the current step
-      if not _exited(self._proc.pid, timeout=300):
-        self._proc.kill()
-    return submitit.helpers.DelayedSubmission(TrainJob(self.argv,
-                                                       self.workdir))
 
 
 def _slurm_executor(folder: str, args: dict, cluster: str | None):
@@ -290,17 +225,17 @@ def run_slurm(runs, config_arg, extra, args: dict, folder: str, echo=print,
   """Submits the runs not yet done as one job array and waits for them."""
   executor = _slurm_executor(folder, args, cluster)
   results, pending = _still_to_train(runs, echo)
-  jobs = []
+  submitted = []
   with executor.batch():
     for run in pending:
-      jobs.append((run, executor.submit(TrainJob(
+      submitted.append((run, executor.submit(jobs.TrainJob(
           run.command(config_arg, extra), run.workdir))))
   started = time.time()
-  for run, job in jobs:
+  for run, job in submitted:
     sweep.write_status(run, {'status': 'running', 'launcher': 'slurm',
                              'job_id': job.job_id, 'overrides': run.overrides})
     echo(f'submitted {run.name} (job {job.job_id})')
-  for run, job in jobs:
+  for run, job in submitted:
     while not job.done():
       time.sleep(poll)
     try:
@@ -452,7 +387,7 @@ def run_ray(runs, config_arg, extra, args: dict, address: str = '',
     raise
   results, pending = _still_to_train(runs, echo)
   train = ray.remote(num_cpus=need['CPU'], num_gpus=need['GPU'])(
-      _train_process)
+      jobs.train_process)
   refs = {}
   started = time.time()
   for run in pending:
@@ -468,14 +403,3 @@ def run_ray(runs, config_arg, extra, args: dict, address: str = '',
       results[run.name] = sweep.finish(run, code, time.time() - started,
                                        config_arg, extra, echo)
   return results
-
-
-def _train_process(argv: list[str], workdir: str) -> int:
-  """A Ray task: the run's training process, holding the job lock."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(workdir_lib.path(workdir, JOB_LOCK), 'a', encoding='utf-8') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    with open(workdir_lib.path(workdir, workdir_lib.LOG), 'a',
-              encoding='utf-8') as log:
-      return subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)

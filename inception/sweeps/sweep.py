@@ -37,6 +37,7 @@ from ml_collections import config_flags
 
 from inception.models import budget
 from inception.sweeps import cost as sweep_cost
+from inception.sweeps import jobs
 from inception.training import identity, specs
 from inception.training import workdir as workdir_lib
 from inception.errors import UserError, first_line
@@ -267,17 +268,6 @@ def write_status(run: Run, status: dict):
                          status)
 
 
-def tail(path: str, lines: int = 5) -> str:
-  """A log's last ``error:`` line, else its last ``lines`` lines."""
-  try:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      text = f.read().strip().splitlines()
-  except OSError:
-    return ''
-  errors = [l for l in text if l.startswith('error:')]
-  return errors[-1] if errors else '\n'.join(text[-lines:])
-
-
 def split_done(runs: list[Run], echo=print) -> tuple[dict[str, str], list[Run]]:
   """({name: 'skipped'} for finished runs, the runs still to train)."""
   skipped = {r.name: 'skipped' for r in runs if r.done()}
@@ -316,7 +306,7 @@ def finish(run: Run, returncode: int, seconds: float, config_arg: str,
   if state == 'failed':
     if error is None and returncode is not None and returncode < 0:
       error = f'killed by {_signal_name(-returncode)}'
-    status['error'] = error or tail(workdir_lib.path(run.workdir,
+    status['error'] = error or jobs.tail(workdir_lib.path(run.workdir,
                                                      workdir_lib.LOG))
   try:
     write_status(run, status)

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 
-import jax
 import ml_collections
 
 from inception.errors import UserError
@@ -139,6 +138,9 @@ def lock(workdir: str):
   checkpoints and metrics; the OS drops the lock when the process dies, even
   from kill -9. Each JAX process of a multi-host run has its own lock file.
   """
+  # Imported here: cluster jobs (inception.sweeps.jobs) use this module's
+  # names without loading JAX.
+  import jax  # pylint: disable=g-import-not-at-top
   f = open(path(workdir, f'.lock.{jax.process_index()}'), 'w')
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
