@@ -95,8 +95,9 @@ frontier-accelerator:
 
 # The NiN ablation, the same protocol over two NiN families (with and without
 # the hidden 1x1 layers; configs/sweeps/nin_ablation.py): lr tuning, then the
-# final runs; both resumable. 18 runs, 3.4e14 training FLOPs, float32, two at a
-# time on one thread each: sized for about 4 hours on a 2-core CPU.
+# final runs; both resumable. 8 tuning runs (both grids grew once) and 12 final
+# runs, 3.6e14 training FLOPs in float32, two at a time on one thread each: about
+# 4 hours on a 2-core CPU (the tuning took 1.1 h, results/nin_ablation_lr).
 nin-ablation: install
 	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
 	    --sweep configs/sweeps/nin_ablation_lr.py \
