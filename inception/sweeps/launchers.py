@@ -27,8 +27,6 @@ import contextlib
 import fcntl
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
 
