@@ -17,17 +17,6 @@ from inception.training import workdir as workdir_lib
 JOB_LOCK = '.job.lock'  # held by a run's job while it trains
 
 
-def tail(path: str, lines: int = 5) -> str:
-  """A log's last ``error:`` line, else its last ``lines`` lines."""
-  try:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      text = f.read().strip().splitlines()
-  except OSError:
-    return ''
-  errors = [l for l in text if l.startswith('error:')]
-  return errors[-1] if errors else '\n'.join(text[-lines:])
-
-
 def _exited(pid: int, timeout: float) -> bool:
   """Waits up to ``timeout`` s for child ``pid`` to exit, without reaping it.
 
@@ -76,8 +65,8 @@ class TrainJob:
     code = self._proc.wait()
     log.close()
     if code != 0:
-      raise RuntimeError(tail(workdir_lib.path(self.workdir,
-                                               workdir_lib.LOG)))
+      raise RuntimeError(workdir_lib.tail(workdir_lib.path(
+          self.workdir, workdir_lib.LOG)))
     done = os.path.exists(workdir_lib.path(self.workdir, workdir_lib.SUMMARY))
     return 'done' if done else 'stopped'
 

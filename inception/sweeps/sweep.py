@@ -37,7 +37,6 @@ from ml_collections import config_flags
 
 from inception.models import budget
 from inception.sweeps import cost as sweep_cost
-from inception.sweeps import jobs
 from inception.training import identity, specs
 from inception.training import workdir as workdir_lib
 from inception.errors import UserError, first_line
@@ -306,8 +305,8 @@ def finish(run: Run, returncode: int, seconds: float, config_arg: str,
   if state == 'failed':
     if error is None and returncode is not None and returncode < 0:
       error = f'killed by {_signal_name(-returncode)}'
-    status['error'] = error or jobs.tail(workdir_lib.path(run.workdir,
-                                                     workdir_lib.LOG))
+    status['error'] = error or workdir_lib.tail(workdir_lib.path(
+        run.workdir, workdir_lib.LOG))
   try:
     write_status(run, status)
   except OSError as e:  # the sweep goes on; the rerun retrains the run

@@ -57,6 +57,17 @@ def read_json(file: str, default=None):
                     'it') from None
 
 
+def tail(path: str, lines: int = 5) -> str:
+  """A log's last ``error:`` line, else its last ``lines`` lines."""
+  try:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      text = f.read().strip().splitlines()
+  except OSError:
+    return ''
+  errors = [l for l in text if l.startswith('error:')]
+  return errors[-1] if errors else '\n'.join(text[-lines:])
+
+
 # The one table of fields added to the configs after runs were saved, with
 # the value that reproduces what those runs did: an older run gains them on
 # load (so that ``eval.py --workdir OLD --config.eval_flip=true`` works), and
