@@ -219,6 +219,31 @@ def test_one_family_at_several_widths_draws_no_frontier(tmp_path):
   assert '## Frontier' not in _md(root)
 
 
+def test_nin_families_are_named_in_nin_terms(tmp_path):
+  """NiN's ablation compares the mlpconv block with a plain CNN, not
+  GoogLeNet's bottleneck and naive modules."""
+  root = str(tmp_path / 'nin')
+  entries = [_run(root, family, width, seed, MAIN[family, width][1][seed],
+                  MAIN[family, width][0])
+             for seed in range(2) for family, width in (
+                 ('bottleneck', 0.078125), ('bottleneck', 0.125),
+                 ('naive', 0.0234), ('naive', 0.04))]
+  for entry in entries:
+    path = os.path.join(root, entry['name'], workdir.CONFIG)
+    config = workdir.read_json(path)
+    config['model'] = {'name': 'nin_cifar', 'bottleneck':
+                       entry['overrides']['model.bottleneck'],
+                       'width': entry['overrides']['model.width']}
+    workdir.write_json(path, config)
+    for k in ('model.pool_proj', 'model.separable'):
+      del entry['overrides'][k]
+  workdir.write_json(os.path.join(root, workdir.MANIFEST), {'runs': entries})
+  fr = report.frontier(report.arms(report.load_runs(root)))
+  assert [f.name for f in fr.families] == ['mlpconv', 'plain']
+  assert fr.reference.name == 'mlpconv'
+  assert [a.kind for a in fr.arms] == ['bottleneck'] * 2 + ['naive'] * 2
+
+
 def test_top5_is_reported_where_the_runs_recorded_it(tmp_path):
   root = str(tmp_path / 'top5')
   entries = [_run(root, 'bottleneck', 0.078125, seed, 0.7 + seed / 100,

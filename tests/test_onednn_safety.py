@@ -84,7 +84,7 @@ def loss(p):
                           jax.random.key(2)})
   return jnp.mean(logits ** 2)
 step = jax.jit(jax.value_and_grad(loss))
-for _ in range(5):
+for _ in range(10):
   value, grads = step(variables['params'])
   jax.block_until_ready(grads)
 print('ok', float(value))
@@ -96,12 +96,11 @@ print('ok', float(value))
 def test_googlenet_at_8x8_trains_without_crashing():
   """It segfaulted 3 runs in 3: a primitive's scratchpad belonged to the
   thread that created it, and XLA ran it on another (onednn_common.h)."""
-  for _ in range(3):
-    result = subprocess.run([sys.executable, '-c', _GOOGLENET_AT_8X8],
-                            cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith('ok')
+  result = subprocess.run([sys.executable, '-c', _GOOGLENET_AT_8X8],
+                          cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.startswith('ok')
 
 
 @needs_onednn

@@ -99,12 +99,12 @@ def test_report_groups_by_config_without_a_manifest(tmp_path):
   runs = report.load_runs(root)
   arms = report.arms(runs)
   assert sorted(len(a.runs) for a in arms) == [3, 3]
-  assert {a.label for a in arms} == {'bottleneck', 'naive'}
+  assert {a.label for a in arms} == {'mlpconv', 'plain'}
   paths = report.write_report(root)
   with open(paths['md'], encoding='utf-8') as f:
     md = f.read()
-  assert '| bottleneck | 3 |' in md and '| naive | 3 |' in md
-  assert '+10.00 points' in md and 'naive has higher accuracy' in md
+  assert '| mlpconv | 3 |' in md and '| plain | 3 |' in md
+  assert '+10.00 points' in md and 'plain has higher accuracy' in md
   assert '0.500x' in md  # MACs against the reference arm
   for name in ('pareto', 'curves', 'time'):
     with open(paths[name], 'rb') as f:
@@ -278,8 +278,8 @@ def test_report_groups_only_by_fields_that_change_the_result(tmp_path):
       _fake_run(root, f'{bottleneck}{seed}',
                 {**_config(bottleneck, seed), **varied}, 0.7 + seed / 100)
   arms = report.arms(report.load_runs(root))
-  assert sorted((a.label, len(a.runs)) for a in arms) == [('bottleneck', 3),
-                                                          ('naive', 3)]
+  assert sorted((a.label, len(a.runs)) for a in arms) == [('mlpconv', 3),
+                                                          ('plain', 3)]
   paths = report.write_report(root)
   with open(paths['csv'], encoding='utf-8') as f:
     header = f.readline()
@@ -304,7 +304,7 @@ def test_a_summary_of_the_wrong_shape_is_one_warning(tmp_path, content):
   assert runs == {'a': 'done', 'b': 'unreadable'}
   with open(paths['md'], encoding='utf-8') as f:
     md = f.read()
-  assert '| bottleneck | 1 |' in md and '## Unreadable runs' in md
+  assert '| mlpconv | 1 |' in md and '## Unreadable runs' in md
   # Nothing readable: one error line.
   _fake_run(root, 'c', _config(True, 2), 0.7)
   for name in ('a', 'c'):
@@ -355,7 +355,7 @@ def test_report_cli_on_empty_broken_and_read_only_folders(tmp_path):
     os.chmod(read_only, stat.S_IRWXU)
   assert code == 2 and len(lines) == 1, lines
   assert lines[0].startswith('error: cannot write the report into')
-  assert '| a | bottleneck | done |' in stdout
+  assert '| a | mlpconv | done |' in stdout
 
 
 def test_error_text_cannot_break_the_markdown(tmp_path):

@@ -568,7 +568,7 @@ def test_ctrl_c_stops_the_runs_with_a_checkpoint_and_reports(
   assert any(n.isdigit() for n in os.listdir(
       os.path.join(workdir, 'seed=1', 'checkpoints')))
   assert os.path.exists(os.path.join(workdir, 'results.md'))
-  assert '| seed=1 | bottleneck | stopped |' in stdout
+  assert '| seed=1 | mlpconv | stopped |' in stdout
   assert 'run the same command again to continue' in stdout
 
 

@@ -207,8 +207,6 @@ def analyze(model: nn.Module, input_shape, name: str = '',
 def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
              trace_training: bool) -> Report:
   x = jnp.zeros((1, *input_shape), jnp.float32)
-  variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), x, train=False))
   rows, blocks = {}, {}
 
   def interceptor(next_fun, args, kwargs, context):
@@ -236,10 +234,13 @@ def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
                          valid, train_only=training)
     return out
 
-  # Inference first; a training pass then adds training-only layers.
+  # The inference pass is the abstract init itself (one trace, not two: a
+  # layer's params exist once its call returns); a training pass then adds
+  # training-only layers.
   with nn.intercept_methods(interceptor):
     training = False
-    jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), x, train=False))
     if trace_training:
       training = True
       jax.eval_shape(lambda v: model.apply(

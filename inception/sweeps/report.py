@@ -284,7 +284,12 @@ def _arm_label(config: dict, overrides: dict) -> tuple[str, str]:
   bottleneck = model.get('bottleneck', True)
   separable = model.get('separable', False)
   pool_proj = model.get('pool_proj', bottleneck)
-  if not bottleneck:
+  if str(model.get('name', '')).startswith('nin'):
+    # NiN's own terms: the mlpconv block, or a plain CNN without its hidden
+    # 1x1 layers; styled as the bottleneck and naive designs.
+    kind = 'bottleneck' if bottleneck else 'naive'
+    label = 'mlpconv' if bottleneck else 'plain'
+  elif not bottleneck:
     kind = 'naive'
     label = 'naive' if not pool_proj else 'no reductions (pool proj kept)'
     label += ' separable' if separable else ''
