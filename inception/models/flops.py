@@ -207,6 +207,8 @@ def analyze(model: nn.Module, input_shape, name: str = '',
 def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
              trace_training: bool) -> Report:
   x = jnp.zeros((1, *input_shape), jnp.float32)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), x, train=False))
   rows, blocks = {}, {}
 
   def interceptor(next_fun, args, kwargs, context):
@@ -234,13 +236,10 @@ def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
                          valid, train_only=training)
     return out
 
-  # The inference pass is the abstract init itself (one trace, not two: a
-  # layer's params exist once its call returns); a training pass then adds
-  # training-only layers.
+  # Inference first; a training pass then adds training-only layers.
   with nn.intercept_methods(interceptor):
     training = False
-    variables = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), x, train=False))
+    jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
     if trace_training:
       training = True
       jax.eval_shape(lambda v: model.apply(
