@@ -100,8 +100,8 @@ def test_googlenet_has_table1_blocks_and_aux_heads():
 def test_aux_logits_are_sown_in_training_only():
   model = models.get_model('googlenet_cifar_tiny', aux_logits=True)
   x = jnp.zeros((2, 32, 32, 3))
-  variables = models.init_variables(model, x.shape[1:], jax.random.key(0))
-  # Sowing happens while tracing: shapes suffice, no compile.
+  # Sowing happens while tracing: shapes suffice, no compile (init included).
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))
   logits, state = jax.eval_shape(lambda v, x: model.apply(
       v, x, train=True, mutable=True, rngs={'dropout': jax.random.key(1)}),
                                  variables, x)
