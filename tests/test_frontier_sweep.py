@@ -83,11 +83,16 @@ def test_the_nin_ablation_is_a_frontier_of_two_families_at_equal_macs(
   assert nin_ablation.tuned_learning_rates(config, root) == {
       'mlpconv': 0.2, 'plain': 0.2}
   runs = nin_ablation.FRONTIER.final_runs(config, root)
-  assert len(runs) == 2 * 2 * 3
+  assert len(runs) == 2 * 2 * 3 + 2 * 3  # families x widths x seeds + long
   macs = lambda r: budget.macs('nin_cifar', (32, 32, 3),
                                bottleneck=r['model.bottleneck'],
                                width=r['model.width'])
-  for mlpconv, plain in zip(runs[::2], runs[1::2]):
+  main, long = runs[:12], runs[12:]
+  assert all('num_epochs' not in r for r in main)
+  # The long runs: both families at their cheapest width, 16 epochs.
+  assert [(r['model.width'], r['num_epochs']) for r in long] == [
+      (0.125, 16), (main[1]['model.width'], 16)] * 3
+  for mlpconv, plain in zip(main[::2], main[1::2]):
     assert mlpconv['model.bottleneck'] and not plain['model.bottleneck']
     assert plain['model.width'] < mlpconv['model.width']
     assert abs(macs(plain) / macs(mlpconv) - 1) < budget.TOLERANCE

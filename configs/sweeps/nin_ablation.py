@@ -17,7 +17,9 @@ as the GoogLeNet-CIFAR frontier (``inception.sweeps.frontier``):
     the FLOP accounting).
 Each family's peak lr is tuned at its cheapest width on train[:80%] ->
 train[80%:90%]; the final runs train on train[:90%] and evaluate on
-train[90%:], three seeds each.
+train[90%:], three seeds each. Both families also run ``LONG_EPOCHS`` epochs
+at their cheapest width, to show whether their difference still moves with a
+longer schedule (the runs last in the sweep).
 """
 from inception.sweeps import frontier
 
@@ -28,6 +30,7 @@ FAMILIES = ('mlpconv', 'plain')
 WIDTHS = {'mlpconv': (0.125, 0.25), 'plain': (0.125, 0.25)}
 LEARNING_RATES = (0.1, 0.2, 0.4)  # each family's one-cycle peak: the grid's start
 SEEDS = (0, 1, 2)
+LONG_EPOCHS = 16  # twice the recipe's 8: does the difference still move?
 # Where the tuning sweep's runs are, relative to the repository root.
 TUNING_DIR = 'results/nin_ablation_lr'
 
@@ -44,7 +47,8 @@ def family_overrides(config, family: str, width: float) -> dict:
 
 FRONTIER = frontier.Frontier(
     families=FAMILIES, widths=WIDTHS, overrides=family_overrides,
-    tuning_dir=TUNING_DIR, learning_rates=LEARNING_RATES, seeds=SEEDS)
+    tuning_dir=TUNING_DIR, learning_rates=LEARNING_RATES, seeds=SEEDS,
+    long_epochs=LONG_EPOCHS, long_families=FAMILIES)
 tuning_runs = FRONTIER.tuning_runs
 tuned_learning_rates = FRONTIER.tuned_learning_rates
 
