@@ -204,11 +204,22 @@ def analyze(model: nn.Module, input_shape, name: str = '',
                     trace_training)
 
 
+def _training_only(module: nn.Module) -> bool:
+  """Whether ``module`` sits in a layer only training calls (``TRAINING_ONLY``).
+
+  Init creates such layers (GoogLeNet's auxiliary classifiers) so that
+  checkpoints hold them, but inference never runs them.
+  """
+  while isinstance(module, nn.Module):
+    if getattr(type(module), 'TRAINING_ONLY', False):
+      return True
+    module = module.parent
+  return False
+
+
 def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
              trace_training: bool) -> Report:
   x = jnp.zeros((1, *input_shape), jnp.float32)
-  variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), x, train=False))
   rows, blocks = {}, {}
 
   def interceptor(next_fun, args, kwargs, context):
@@ -216,6 +227,8 @@ def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
     mod = context.module
     if context.method_name != '__call__' or mod.scope is None:
       return out
+    if not training and _training_only(mod):
+      return out  # the training pass adds it, if traced
     path = '/'.join(mod.scope.path)
     if len(mod.scope.path) == 1 and path not in blocks:
       blocks[path] = Block(path, type(mod).__name__, tuple(out.shape[1:]),
@@ -236,10 +249,12 @@ def _analyze(model: nn.Module, input_shape, name: str, xla: bool,
                          valid, train_only=training)
     return out
 
-  # Inference first; a training pass then adds training-only layers.
+  # The abstract init is the inference pass (train=False) that creates the
+  # variables; a training pass then adds the training-only layers.
   with nn.intercept_methods(interceptor):
     training = False
-    jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), x, train=False))
     if trace_training:
       training = True
       jax.eval_shape(lambda v: model.apply(

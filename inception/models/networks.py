@@ -5,7 +5,7 @@ logits; GoogLeNet's auxiliary logits (training only) are sown into the
 ``intermediates`` collection under ``aux_logits``.
 """
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -98,6 +98,8 @@ class ReducedConv(nn.Module):
 
 class AuxHead(nn.Module):
   """Auxiliary classifier of GoogLeNet (section 5 of the paper)."""
+  # Inference never runs it: the FLOP accounting leaves it out of the MACs.
+  TRAINING_ONLY: ClassVar[bool] = True
   num_classes: int
   use_bn: bool = False
   kernels: Kernels = XLA

@@ -38,8 +38,14 @@ class Experiment:
         out_shardings=self.replicated)
     return jax.jit(self.new_state, out_shardings=self.replicated)(variables)
 
-  def abstract_state(self):
-    """Shapes, dtypes and shardings of the train state, for restoring into."""
+  def abstract_state(self, state: steps.TrainState | None = None):
+    """Shapes, dtypes and shardings of the train state, for restoring into.
+
+    Read off ``state`` where one exists (no trace), else traced from init.
+    """
+    if state is not None:
+      return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+          a.shape, a.dtype, sharding=a.sharding), state)
     x = jnp.zeros((1, *self.specs.model.input_shape), jnp.float32)
     shapes = jax.eval_shape(lambda: self.new_state(
         self.model.init(self.init_rng, x, train=False)))
@@ -56,9 +62,15 @@ class Experiment:
     return jax.random.split(jax.random.key(self.specs.loop.seed))[1]
 
   def cost(self) -> flops.Report:
-    """Params and MACs per image of the model at its input shape."""
+    """Params and MACs per image of the model at its input shape.
+
+    Only ``params`` (every parameter, training-only heads included) and
+    ``macs`` (the inference pass) are meant to be read: the training pass,
+    which only adds rows for the training-only heads, is not traced.
+    """
     return flops.analyze(self.model, self.specs.model.input_shape,
-                         self.specs.model.name, xla=False)
+                         self.specs.model.name, xla=False,
+                         trace_training=False)
 
 
 def setup(s: specs.Specs) -> Experiment:
