@@ -33,7 +33,7 @@ def main(argv):
   specs.check(FLAGS.config)
   model = specs.model_spec(FLAGS.config)
   shape, name = model.input_shape, model.name
-  build.check_input_size(build.model(model), model)
+  build.cost(build.model(model), model)  # a size it cannot take: error
   if FLAGS.compare:
     naive = flops.naive_overrides(name)
     a = flops.analyze(build.model(model, **{k: True for k in naive}), shape,

@@ -1,9 +1,9 @@
 """Builds the objects of an experiment from its specs: model, schedule, optimizer."""
 import jax
-import jax.numpy as jnp
 import optax
 
 from inception import models
+from inception.models import flops
 from inception.errors import UserError
 from inception.training.specs import ModelSpec, OptimizerSpec
 
@@ -20,16 +20,18 @@ def model(spec: ModelSpec, **overrides):
     raise UserError(str(e)) from None
 
 
-def check_input_size(module, spec: ModelSpec):
-  """The model must accept the spec's image size (e.g. not too small).
+def cost(module, spec: ModelSpec) -> flops.Report:
+  """Params and MACs per image of ``module`` at the spec's input size.
+
+  The accounting's abstract init is also the check that the model takes
+  that size (e.g. not too small): one trace does both.
 
   Raises:
     UserError: initialising the model at that size fails.
   """
-  x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
   try:
-    jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False),
-                   x)
+    return flops.analyze(module, spec.input_shape, spec.name, xla=False,
+                         trace_training=False)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f'model {spec.name!r} cannot take '
                     f'{spec.image_size}x{spec.image_size}x{spec.channels}'

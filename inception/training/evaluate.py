@@ -105,7 +105,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
                     '%s: the run trained on those examples, so this accuracy '
                     'is not a held-out one', evaluated, trained, overlap)
   metrics = run(exp, state, split)
-  cost = exp.cost()
+  cost = exp.cost
   result = {'step': int(jax.device_get(state.step)),
             'split': split or exp.specs.data.eval_split, **metrics,
             'params': cost.params, 'macs': cost.macs,

@@ -30,6 +30,8 @@ class Experiment:
   train_step: Callable  # (state, batch, dropout_rng) -> (state, metrics)
   eval_step: Callable  # (state, batch) -> summed metrics
   new_state: Callable  # initial variables -> TrainState (EMA or not)
+  # Params (training-only heads included) and inference MACs per image.
+  cost: flops.Report
 
   def init_state(self) -> steps.TrainState:
     """A fresh, replicated train state from the run's seed."""
@@ -61,17 +63,6 @@ class Experiment:
     """Per-step dropout keys are ``fold_in(dropout_rng, step)`` (steps.py)."""
     return jax.random.split(jax.random.key(self.specs.loop.seed))[1]
 
-  def cost(self) -> flops.Report:
-    """Params and MACs per image of the model at its input shape.
-
-    Only ``params`` (every parameter, training-only heads included) and
-    ``macs`` (the inference pass) are meant to be read: the training pass,
-    which only adds rows for the training-only heads, is not traced.
-    """
-    return flops.analyze(self.model, self.specs.model.input_shape,
-                         self.specs.model.name, xla=False,
-                         trace_training=False)
-
 
 def setup(s: specs.Specs) -> Experiment:
   """Builds the experiment a run's specs (``specs.read(config)``) describe.
@@ -84,7 +75,7 @@ def setup(s: specs.Specs) -> Experiment:
   # Kernels resolved once, for the mesh's devices; a bad name, option or
   # kernel choice fails before data loads.
   model = build.model(s.model, devices=jax.device_count())
-  build.check_input_size(model, s.model)
+  cost = build.cost(model, s.model)  # also checks the input size
   info = data.get_info(s.data)
   if s.data.eval_split and not info.num_eval_examples:
     raise UserError(f'eval split {s.data.eval_split!r} is empty; give it '
@@ -115,4 +106,4 @@ def setup(s: specs.Specs) -> Experiment:
   new_state = functools.partial(steps.create_train_state, model, tx,
                                 ema=s.loop.ema_decay > 0)
   return Experiment(s, info, model, mesh, batch, repl, steps_per_epoch,
-                    total_steps, tx, train_step, eval_step, new_state)
+                    total_steps, tx, train_step, eval_step, new_state, cost)

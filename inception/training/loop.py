@@ -120,7 +120,7 @@ def _train(config, workdir, stop_after_steps, signals: _Signals,
   has_checkpoints = checkpoint.has_checkpoints(workdir)
   changes = identity.check_resume(spec.identity, workdir, has_checkpoints)
   exp = experiment.setup(spec)
-  state, cost = exp.init_state(), exp.cost()
+  state, cost = exp.init_state(), exp.cost
   abstract_state = exp.abstract_state(state)
   if spec.loop.init_from and not has_checkpoints:
     # Before the workdir is touched: a refused init_from writes nothing.
