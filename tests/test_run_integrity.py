@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import entry_points
 from conftest import (CONFIG, REPO, cli_overrides, final_state, quick_config,
                       records)
 from inception.training import (checkpoint, evaluate, identity, loop, metrics,
@@ -373,20 +374,31 @@ def test_a_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path):
     assert records(resumed, key) == records(straight, key)
 
 
-@pytest.mark.parametrize('script,flags', [
-    ('train.py', ('--workdir', '--stop_after_steps', '--num_processes',
-                  '--profile_steps')),
-    ('export.py', ('--workdir', '--step', '--output', '--batch_size')),
-    ('sweep.py', ('--sweep', '--parallel', '--launcher')),
-    ('flops.py', ('--compare', '--per_layer')),
-    ('eval.py', ('--workdir', '--step', '--split')),
-    ('report.py', ('--reference', '--allow_mixed'))])
-def test_help_lists_the_commands_own_flags(script, flags):
-  proc = subprocess.run([sys.executable, script, '--help'], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+HELP_FLAGS = {
+    'train.py': ('--workdir', '--stop_after_steps', '--num_processes',
+                 '--profile_steps'),
+    'export.py': ('--workdir', '--step', '--output', '--batch_size'),
+    'sweep.py': ('--sweep', '--parallel', '--launcher'),
+    'flops.py': ('--compare', '--per_layer'),
+    'eval.py': ('--workdir', '--step', '--split'),
+    'report.py': ('--reference', '--allow_mixed')}
+
+
+@pytest.fixture(scope='module')
+def helps():
+  """script -> (exit status, stdout, stderr) of ``python <script> --help``,
+  the six started together (``entry_points``)."""
+  return entry_points.run_together(
+      {script: ([script, '--help'], dict(os.environ))
+       for script in HELP_FLAGS})
+
+
+@pytest.mark.parametrize('script', HELP_FLAGS)
+def test_help_lists_the_commands_own_flags(helps, script):
+  _, stdout, stderr = helps[script]  # absl's --help exits 1
   listed = [l.split(':')[0].strip().replace('--[no]', '--')
-            for l in proc.stdout.splitlines() if l.startswith('  --')]
-  assert all(f in listed for f in flags), proc.stdout[-2000:]
+            for l in stdout.splitlines() if l.startswith('  --')]
+  assert all(f in listed for f in HELP_FLAGS[script]), (stdout + stderr)[-2000:]
 
 
 def test_the_flops_library_run_as_a_module_names_the_command():
