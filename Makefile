@@ -98,7 +98,9 @@ frontier-accelerator:
 # final runs; both resumable. 8 tuning runs (both grids grew once) and 12 final
 # runs, 3.6e14 training FLOPs in float32, two at a time on one thread each: about
 # 3.3 hours of a 2-core AMD EPYC (6.6 h of run time summed, results/nin_ablation);
-# then 6 16-epoch runs at the cheapest width (1.3e14 FLOPs, about 1.7 h more).
+# then 6 16-epoch runs at the cheapest width (1.3e14 FLOPs, about 1.3 h more;
+# 2.6 h of run time summed). The 16-epoch runs ran at a later commit than the
+# rest: the report needs `python report.py results/nin_ablation --allow_mixed`.
 nin-ablation: install
 	$(PY) sweep.py --config configs/nin_cifar.py:ablation \
 	    --sweep configs/sweeps/nin_ablation_lr.py \
