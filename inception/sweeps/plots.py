@@ -44,6 +44,13 @@ def _accuracy_axis(ax):
   ax.set_ylim(max(low, 0.0), min(high, 1.0))
 
 
+def _arms_legend(ax):
+  """The legend below the axes: arm labels are long, and inside the axes
+  they would hide the points; a saved figure grows to hold it."""
+  ax.legend(fontsize='small', loc='upper center', frameon=False,
+            bbox_to_anchor=(0.5, -0.2))
+
+
 @contextlib.contextmanager
 def _figure(path, ax, size):
   """Yields an axes: ``ax`` itself, or a new figure's saved to ``path``."""
@@ -54,7 +61,7 @@ def _figure(path, ax, size):
   fig = Figure(figsize=size)
   yield fig.subplots()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
 
 
 def plot_pareto(arms, path=None, ax=None):
@@ -80,7 +87,7 @@ def plot_pareto(arms, path=None, ax=None):
     ax.set_ylabel('final eval accuracy')
     ax.set_title('Accuracy vs compute (mean, 95% CI; rings: seeds)')
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize='small')
+    _arms_legend(ax)
     _accuracy_axis(ax)
 
 
@@ -97,7 +104,7 @@ def _curve_plot(arms, ax, key, xlabel, title):
   ax.set_ylabel('eval accuracy')
   ax.set_title(title)
   ax.grid(True, alpha=0.3)
-  ax.legend(fontsize='small')
+  _arms_legend(ax)
   _accuracy_axis(ax)
 
 
