@@ -16,7 +16,10 @@ backward counted as twice the forward; elementwise work is not counted.
 ``--torch`` also times the PyTorch twin (``benchmarks/torch_models.py``, same
 weights, channels_last, SGD with the same momentum / Nesterov / weight decay)
 in float32 and under ``torch.autocast('cpu', bfloat16)``, one step of each
-implementation in turn so that machine noise hits every side alike.
+implementation in turn so that machine noise hits every side alike. Its bf16
+autocast is left out where neither ``--dtype`` asks for bf16 nor the CPU
+computes bf16 natively (AVX-512 BF16 or AMX): there it is emulated, many times
+slower than float32, and only costs the run's time.
 
   python benchmarks/throughput.py --model nin_cifar --batch_size 128 --torch
   python benchmarks/throughput.py --model googlenet_cifar --width 0.25 \\
@@ -186,7 +189,8 @@ def measure(args):
     from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
     runners.update(torch_models.torch_runners(
         config, host_variables, images, labels, report.params,
-        mean=MEAN, std=STD, threads=num_cores()))
+        mean=MEAN, std=STD, threads=num_cores(),
+        bf16='bfloat16' in dtypes or onednn.supports_bf16()))
     for name, run in runners.items():
       for _ in range(args.warmup if name.startswith('torch') else 0):
         run()

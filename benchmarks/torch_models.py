@@ -326,7 +326,7 @@ def gemm_runner(n: int):
 
 
 def torch_runners(config, host_variables, images, labels, n_params, *, mean,
-                  std, threads):
+                  std, threads, bf16=True):
   """Torch float32 and bf16-autocast training steps on the flax initial weights.
 
   Args:
@@ -336,6 +336,7 @@ def torch_runners(config, host_variables, images, labels, n_params, *, mean,
     n_params: flax's parameter count, which the twin must match.
     mean, std: per-channel input statistics.
     threads: torch's intra-op thread count.
+    bf16: also the bf16-autocast step.
 
   Returns:
     label -> a closure that runs one step.
@@ -345,8 +346,9 @@ def torch_runners(config, host_variables, images, labels, n_params, *, mean,
       memory_format=torch.channels_last)
   y = torch.from_numpy(labels.astype(np.int64))
   runners = {}
-  for label, dtype in (('torch float32', None),
-                       ('torch bf16 autocast', torch.bfloat16)):
+  twins = [('torch float32', None)]
+  twins += [('torch bf16 autocast', torch.bfloat16)] if bf16 else []
+  for label, dtype in twins:
     model = torch_model_for(config.model.name,
                             **specs.model_spec(config).kwargs)
     load_flax_variables(model, host_variables)
