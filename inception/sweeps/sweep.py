@@ -408,11 +408,13 @@ def worker_env(parallel: int, environ=None, cores: int | None = None
 
   Threads: N workers that each spread every op over all the cores wait at
   each op's barrier for threads the other workers hold
-  (benchmarks/README.md, "Shared cores"). Each gets ``cores // parallel``
-  OpenMP threads (the oneDNN kernels) unless ``OMP_NUM_THREADS`` is set and,
-  where that is one thread, XLA's CPU ops run single-threaded
-  (``SINGLE_THREAD_XLA_FLAG``) unless ``XLA_FLAGS`` already sets it. On a
-  GPU or TPU this touches only host-side work.
+  (benchmarks/README.md, "Shared cores"). Each gets ``OMP_NUM_THREADS =
+  cores // parallel`` unless it is set and, where that is one thread, XLA's
+  CPU ops run single-threaded (``SINGLE_THREAD_XLA_FLAG``) unless
+  ``XLA_FLAGS`` already sets it. The oneDNN convolutions do not read
+  ``OMP_NUM_THREADS``: their team is the process's cores, so that their
+  results do not depend on the launcher (``onednn/csrc/onednn_common.h``).
+  On a GPU or TPU this touches only host-side work.
 
   Returns:
     the environment, or None (inherit it unchanged) for one worker.
