@@ -69,6 +69,8 @@ def main():
       vector[name] = onednn.available() and onednn.batch_norm_vectorized(
           x.shape, dtype, 1e-5, relu=True)
       for impl, fn in impls.items():
+        if impl == 'onednn' and name == 'bfloat16' and not onednn.supports_bf16():
+          continue  # oneDNN refuses bf16 on this CPU (no AVX-512)
         fns[f'{impl} {name}'] = _timer(fn, x, scale, bias)
     med = race(fns, args.repeats)
     rows.append({'layer': label, 'shape': [n, hw, hw, c], 'vector': vector,
@@ -76,7 +78,7 @@ def main():
   if args.json:
     print(json.dumps(rows, indent=1))
     return
-  cols = list(rows[0]['ms'])
+  cols = list(dict.fromkeys(c for r in rows for c in r['ms']))
   print('| layer | N,H,W,C | oneDNN vector f32/bf16 | '
         + ' | '.join(f'{c} ms' for c in cols) + ' |')
   print('|---' * (3 + len(cols)) + '|')
@@ -84,7 +86,8 @@ def main():
     v = '/'.join('yes' if r['vector'][d] else 'no'
                  for d in ('float32', 'bfloat16'))
     print(f"| {r['layer']} | {','.join(map(str, r['shape']))} | {v} | "
-          + ' | '.join(f"{r['ms'][c]:.2f}" for c in cols) + ' |')
+          + ' | '.join(f"{r['ms'][c]:.2f}" if c in r['ms'] else '-'
+                       for c in cols) + ' |')
 
 
 if __name__ == '__main__':
