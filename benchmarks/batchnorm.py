@@ -10,7 +10,7 @@ column says whether oneDNN has a JIT kernel for the shape
 XLA's. These figures are why bf16 activations pay on oneDNN and not on XLA
 (``inception.kernels.backend.activation_dtype``).
 
-  python benchmarks/batchnorm.py [--repeats 20] [--json]
+  python benchmarks/batchnorm.py [--repeats 20] [--layers 'g/1 stem,g/8 stem'] [--json]
 """
 import argparse
 import json
@@ -54,13 +54,22 @@ def _timer(fn, x, scale, bias):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument('--layers', default='',
+                      help='comma-separated labels of LAYERS; default: all')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
+  wanted = [l for l in args.layers.split(',') if l]
+  unknown = set(wanted) - {layer[0] for layer in LAYERS}
+  if unknown:
+    parser.error(f'unknown --layers {sorted(unknown)}; known: '
+                 f'{[layer[0] for layer in LAYERS]}')
   impls = {'xla': _xla}
   if onednn.available():
     impls['onednn'] = _onednn
   rows = []
   for label, n, hw, c in LAYERS:
+    if wanted and label not in wanted:
+      continue
     fns, vector = {}, {}
     for dtype in (jnp.float32, jnp.bfloat16):
       x = jax.random.normal(jax.random.key(0), (n, hw, hw, c)).astype(dtype)

@@ -28,7 +28,10 @@ def test_every_benchmark_imports(name):
     ['benchmarks.compile_time', '--model', 'nin_cifar_tiny', '--batch', '2',
      '--dropouts', 'flat', '--json'],
     ['benchmarks.accounting_time', '--model', 'nin_cifar_tiny', '--widths',
-     '1', '--rounds', '1', '--json']],
+     '1', '--rounds', '1', '--json'],
+    # Both dtypes, on any CPU: oneDNN's bf16 is skipped where it is refused.
+    ['benchmarks.batchnorm', '--repeats', '1', '--layers', 'g/1 5b 1x1',
+     '--json']],
     ids=lambda argv: argv[0])
 def test_kernel_benchmarks_run_at_toy_sizes(argv):
   proc = subprocess.run([sys.executable, '-m', *argv], cwd=REPO,
