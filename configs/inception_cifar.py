@@ -47,7 +47,7 @@ def get_config(arg: str = ''):
     config.model.bottleneck = False  # 3x3/5x5 branches read the block input.
     config.model.pool_proj = False  # Fig. 2(a): the pool branch passes through.
   if 'cpu' in args:
-    config.model.width = 0.125  # 1/8 of every width: ~350 images/s here.
+    config.model.width = 0.125  # 1/8 of every width; beat 1/4 in bf16 at equal time (AMX).
     config.batch_size = 128  # As fast per image as 256 here, twice the updates.
     config.num_epochs = 8  # Ends inside a 20-minute budget on 2 cores (oneDNN kernels).
     config.schedule = 'onecycle'  # Short runs: warm up to the peak, anneal to ~0.
